@@ -1,0 +1,137 @@
+"""The one interface every language model in lmcot has: text in, text (and log-probs) out.
+
+The large LM is a black box, so the interface is the smallest a remote API also offers:
+``generate`` (n samples per prompt) and ``logprobs`` (log-probability of a given continuation).
+Every call goes through an optional on-disk cache, so a re-run costs no model calls and, since
+backends load lazily, does not even load the model.
+"""
+
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field
+
+from lmcot.lm.cache import ResponseCache
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    """Decoding parameters; all of them are part of the cache key.
+
+    Args:
+        max_new_tokens: generation budget per sample.
+        temperature: 0 means greedy decoding; above 0, sampling.
+        top_p: nucleus sampling mass (ignored when greedy).
+        stop: generation ends at the first of these strings, which is cut from the output.
+        seed: seeds sampling; with the sample index it makes sampled outputs reproducible.
+    """
+
+    max_new_tokens: int = 32
+    temperature: float = 0.0
+    top_p: float = 1.0
+    stop: tuple[str, ...] = field(default_factory=tuple)
+    seed: int = 0
+
+    def __post_init__(self):
+        # configs hand lists (ListConfig); keep the dataclass hashable and JSON-stable
+        object.__setattr__(self, "stop", tuple(self.stop))
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0 (0 = greedy), got {self.temperature}")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+
+class UnsupportedByBackend(RuntimeError):
+    """The backend cannot do what was asked (e.g. log-probabilities through a chat-only API)."""
+
+
+def cut_at_stop(text: str, stop: tuple[str, ...]) -> str:
+    """Cut ``text`` at the earliest stop string.
+
+    >>> cut_at_stop("Paris\\nQuestion: next", ("\\n", "Question:"))
+    'Paris'
+    """
+    ends = [i for s in stop if (i := text.find(s)) >= 0]
+    return text[: min(ends)] if ends else text
+
+
+class LM(ABC):
+    """A text generator behind a cache. Subclasses implement ``_generate`` (and ``_logprobs``).
+
+    Args:
+        cache: path of the SQLite cache file; ``None`` disables caching.
+        write_every: cache misses go to the model this many prompts at a time, and each chunk is
+            written to the cache as soon as it returns, so a crash loses at most one chunk.
+    """
+
+    def __init__(self, cache: str | None = None, write_every: int = 16):
+        self.cache = ResponseCache(cache) if cache else None
+        self.write_every = write_every
+        self.backend_calls = 0  # calls that reached the model: tests and logs count them
+
+    @property
+    @abstractmethod
+    def cache_id(self) -> str:
+        """Names backend and model in the cache key, e.g. ``hf:HuggingFaceTB/SmolLM2-135M``."""
+
+    @abstractmethod
+    def _generate(self, prompts: list[str], params: GenerationParams, n: int) -> list[list[str]]:
+        """n samples for every prompt, stop strings already cut."""
+
+    def _logprobs(self, prompts: list[str], continuations: list[str]) -> list[float]:
+        raise UnsupportedByBackend(f"{type(self).__name__} cannot score continuations")
+
+    def generate(
+        self, prompts: list[str], params: GenerationParams | None = None, n: int = 1
+    ) -> list[list[str]]:
+        """Return ``n`` completions for each prompt, from the cache where it has them."""
+        params = params or GenerationParams()
+        if n > 1 and params.greedy:
+            raise ValueError("n > 1 samples need temperature > 0 (greedy samples are identical)")
+        if self.cache is None:
+            return self._count(self._generate, list(prompts), params, n)
+        decoding = asdict(params)
+        keys = [
+            [self.cache.key(self.cache_id, "generate", p, decoding, i) for i in range(n)]
+            for p in prompts
+        ]
+        found = self.cache.get_many([k for ks in keys for k in ks])
+        missing = [i for i, ks in enumerate(keys) if any(k not in found for k in ks)]
+        for chunk in self._chunks(missing):
+            fresh = self._count(self._generate, [prompts[i] for i in chunk], params, n)
+            new = {k: out for i, outs in zip(chunk, fresh) for k, out in zip(keys[i], outs)}
+            # samples already cached stay as they were: a re-run never rewrites history
+            new = {k: v for k, v in new.items() if k not in found}
+            self.cache.put_many(new)
+            found |= new
+        return [[found[k] for k in ks] for ks in keys]
+
+    def logprobs(self, prompts: list[str], continuations: list[str]) -> list[float]:
+        """Return ``log P(continuation | prompt)`` summed over its tokens, one per pair."""
+        if len(prompts) != len(continuations):
+            raise ValueError(f"{len(prompts)} prompts but {len(continuations)} continuations")
+        if self.cache is None:
+            return self._count(self._logprobs, list(prompts), list(continuations))
+        keys = [
+            self.cache.key(self.cache_id, "logprobs", p, {"continuation": c}, 0)
+            for p, c in zip(prompts, continuations)
+        ]
+        found = self.cache.get_many(keys)
+        missing = [i for i, k in enumerate(keys) if k not in found]
+        for chunk in self._chunks(missing):
+            fresh = self._count(
+                self._logprobs, [prompts[i] for i in chunk], [continuations[i] for i in chunk]
+            )
+            new = {keys[i]: v for i, v in zip(chunk, fresh)}
+            self.cache.put_many(new)
+            found |= new
+        return [found[k] for k in keys]
+
+    def _chunks(self, indices: list[int]) -> list[list[int]]:
+        return [indices[i : i + self.write_every] for i in range(0, len(indices), self.write_every)]
+
+    def _count(self, fn, *args):
+        self.backend_calls += 1
+        return fn(*args)
