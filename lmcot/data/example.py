@@ -48,5 +48,6 @@ class Example:
         'A: a0. a1.\\nB: b0.'
         """
         return "\n".join(
-            f"{title}: {' '.join(s.strip() for s in sentences)}" for title, sentences in self.context
+            f"{title}: {' '.join(s.strip() for s in sentences)}"
+            for title, sentences in self.context
         )

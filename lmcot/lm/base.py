@@ -37,10 +37,19 @@ class GenerationParams:
             raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
         if self.temperature < 0:
             raise ValueError(f"temperature must be >= 0 (0 = greedy), got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
 
     @property
     def greedy(self) -> bool:
         return self.temperature == 0
+
+    def cache_fields(self) -> dict:
+        """The fields that change the output: greedy decoding ignores seed and top_p."""
+        fields = asdict(self)
+        if self.greedy:
+            del fields["seed"], fields["top_p"]
+        return fields
 
 
 class UnsupportedByBackend(RuntimeError):
@@ -64,6 +73,7 @@ class LM(ABC):
         cache: path of the SQLite cache file; ``None`` disables caching.
         write_every: cache misses go to the model this many prompts at a time, and each chunk is
             written to the cache as soon as it returns, so a crash loses at most one chunk.
+            It also bounds what one backend call sees (batch size, HTTP concurrency).
     """
 
     def __init__(self, cache: str | None = None, write_every: int = 16):
@@ -88,11 +98,13 @@ class LM(ABC):
     ) -> list[list[str]]:
         """Return ``n`` completions for each prompt, from the cache where it has them."""
         params = params or GenerationParams()
+        if n < 1:
+            raise ValueError(f"n must be >= 1, got {n}")
         if n > 1 and params.greedy:
             raise ValueError("n > 1 samples need temperature > 0 (greedy samples are identical)")
         if self.cache is None:
             return self._count(self._generate, list(prompts), params, n)
-        decoding = asdict(params)
+        decoding = params.cache_fields()
         keys = [
             [self.cache.key(self.cache_id, "generate", p, decoding, i) for i in range(n)]
             for p in prompts
@@ -101,7 +113,16 @@ class LM(ABC):
         missing = [i for i, ks in enumerate(keys) if any(k not in found for k in ks)]
         for chunk in self._chunks(missing):
             fresh = self._count(self._generate, [prompts[i] for i in chunk], params, n)
-            new = {k: out for i, outs in zip(chunk, fresh) for k, out in zip(keys[i], outs)}
+            if len(fresh) != len(chunk) or any(len(outs) != n for outs in fresh):
+                raise RuntimeError(
+                    f"{type(self).__name__} returned {[len(o) for o in fresh]} samples for "
+                    f"{len(chunk)} prompts, expected {n} each"
+                )
+            new = {
+                k: out
+                for i, outs in zip(chunk, fresh)
+                for k, out in zip(keys[i], outs, strict=True)
+            }
             # samples already cached stay as they were: a re-run never rewrites history
             new = {k: v for k, v in new.items() if k not in found}
             self.cache.put_many(new)
@@ -109,14 +130,17 @@ class LM(ABC):
         return [[found[k] for k in ks] for ks in keys]
 
     def logprobs(self, prompts: list[str], continuations: list[str]) -> list[float]:
-        """Return ``log P(continuation | prompt)`` summed over its tokens, one per pair."""
+        """Return ``log P(continuation | prompt)`` summed over its tokens, one per pair.
+
+        ``-inf`` is a valid answer (a continuation the backend rules out); it survives the cache.
+        """
         if len(prompts) != len(continuations):
             raise ValueError(f"{len(prompts)} prompts but {len(continuations)} continuations")
         if self.cache is None:
             return self._count(self._logprobs, list(prompts), list(continuations))
         keys = [
             self.cache.key(self.cache_id, "logprobs", p, {"continuation": c}, 0)
-            for p, c in zip(prompts, continuations)
+            for p, c in zip(prompts, continuations, strict=True)
         ]
         found = self.cache.get_many(keys)
         missing = [i for i, k in enumerate(keys) if k not in found]
@@ -124,13 +148,15 @@ class LM(ABC):
             fresh = self._count(
                 self._logprobs, [prompts[i] for i in chunk], [continuations[i] for i in chunk]
             )
-            new = {keys[i]: v for i, v in zip(chunk, fresh)}
+            new = {keys[i]: v for i, v in zip(chunk, fresh, strict=True)}
             self.cache.put_many(new)
             found |= new
         return [found[k] for k in keys]
 
     def _chunks(self, indices: list[int]) -> list[list[int]]:
-        return [indices[i : i + self.write_every] for i in range(0, len(indices), self.write_every)]
+        return [
+            indices[i : i + self.write_every] for i in range(0, len(indices), self.write_every)
+        ]
 
     def _count(self, fn, *args):
         self.backend_calls += 1

@@ -33,14 +33,18 @@ class ResponseCache:
             self._db.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
             tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master")}
         except sqlite3.DatabaseError as e:
-            raise CacheError(f"{self.path} is not a readable SQLite file ({e}); move it away") from e
+            raise CacheError(
+                f"{self.path} is not a readable SQLite file ({e}); move it away"
+            ) from e
         if not tables:
             with self._db:
                 self._db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)")
                 self._db.execute("CREATE TABLE responses (key TEXT PRIMARY KEY, value TEXT)")
                 self._db.execute("INSERT INTO meta VALUES ('lmcot_cache', ?)", (SCHEMA_VERSION,))
         elif not {"meta", "responses"} <= tables:
-            raise CacheError(f"{self.path} is an SQLite file but not an lmcot cache (tables {tables})")
+            raise CacheError(
+                f"{self.path} is an SQLite file but not an lmcot cache (tables {tables})"
+            )
         row = self._db.execute("SELECT value FROM meta WHERE key='lmcot_cache'").fetchone()
         if row is None or row[0] != SCHEMA_VERSION:
             raise CacheError(
@@ -60,7 +64,9 @@ class ResponseCache:
         for i in range(0, len(keys), 500):  # SQLite caps the number of bound parameters
             part = keys[i : i + 500]
             marks = ",".join("?" * len(part))
-            rows = self._db.execute(f"SELECT key, value FROM responses WHERE key IN ({marks})", part)
+            rows = self._db.execute(
+                f"SELECT key, value FROM responses WHERE key IN ({marks})", part
+            )
             try:
                 found |= {k: json.loads(v) for k, v in rows}
             except json.JSONDecodeError as e:

@@ -1,0 +1,21 @@
+"""Evaluate the configured methods (default: the paper's two baselines) on one dataset.
+
+    python evaluate.py
+    python evaluate.py data=hotpotqa data.path=hotpot_dev_distractor_v1.json data.limit=100
+"""
+
+import hydra
+from omegaconf import DictConfig
+
+from lmcot.evaluate import evaluate
+from lmcot.tasks import task_wrapper
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="eval")
+def main(cfg: DictConfig) -> float:
+    metrics = task_wrapper(evaluate)(cfg)
+    return metrics.get(cfg.optimized_metric)  # what a Hydra sweeper optimises
+
+
+if __name__ == "__main__":
+    main()

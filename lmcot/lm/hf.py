@@ -1,0 +1,199 @@
+"""Local transformers models, as frozen readers and as trainable students.
+
+Both classes load lazily (on the first cache miss), so a fully cached run never loads weights.
+Generation is batched: prompts are sorted by length so each padded batch wastes little, and
+``num_return_sequences`` draws the n samples of a prompt in the same forward passes.
+A ``config`` node builds a randomly initialised model instead of loading one: the tiny offline
+students of tests and smoke runs.
+"""
+
+import logging
+
+import torch
+from transformers import (
+    AutoModelForCausalLM,
+    AutoModelForSeq2SeqLM,
+    AutoTokenizer,
+    PretrainedConfig,
+)
+
+from lmcot.lm.base import LM, GenerationParams, cut_at_stop
+
+log = logging.getLogger(__name__)
+
+
+class HFModel(LM):
+    """Shared loading, batching and device handling of local transformers models.
+
+    Args:
+        name_or_path: hub id or local directory (also names the model in the cache key).
+        tokenizer: where the tokenizer comes from, when not from ``name_or_path``.
+        config: a transformers config (e.g. a ``T5Config`` node): build the model from it with
+            random weights instead of loading ``name_or_path``.
+        seed: seeds those random weights (and names them in the cache key).
+        dtype: ``float32``, ``bfloat16``, ``float16`` or ``auto``.
+        device: ``auto`` picks CUDA when present.
+        batch_size: prompts per forward pass (times n samples).
+        chat_template: wrap each prompt as one user turn of the tokenizer's chat template.
+        trust_remote_code: run code shipped with a hub model; off unless you trust the source.
+        cache: SQLite cache path; None disables caching.
+        write_every: cache-miss chunk size (see ``LM``).
+    """
+
+    auto_class = AutoModelForCausalLM
+
+    def __init__(
+        self,
+        name_or_path: str,
+        tokenizer: str | None = None,
+        config: PretrainedConfig | None = None,
+        seed: int = 0,
+        dtype: str = "float32",
+        device: str = "auto",
+        batch_size: int = 8,
+        chat_template: bool = False,
+        trust_remote_code: bool = False,
+        cache: str | None = None,
+        write_every: int = 16,
+    ):
+        super().__init__(cache=cache, write_every=write_every)
+        self.name_or_path = str(name_or_path)
+        self.tokenizer_path = str(tokenizer or name_or_path)
+        self.config = config
+        self.seed = seed
+        self.dtype = dtype
+        self.device = (
+            ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+        )
+        self.batch_size = batch_size
+        self.chat_template = chat_template
+        self.trust_remote_code = trust_remote_code
+        self._model = self._tokenizer = None
+
+    @property
+    def cache_id(self) -> str:
+        init = f":random-init-{self.seed}" if self.config is not None else ""
+        return f"hf:{self.name_or_path}{init}:{self.dtype}:chat={self.chat_template}"
+
+    @property
+    def model(self):
+        if self._model is None:
+            self._load()
+        return self._model
+
+    @property
+    def tokenizer(self):
+        if self._tokenizer is None:
+            self._load()
+        return self._tokenizer
+
+    def _load(self) -> None:
+        log.info("loading %s", self.name_or_path)
+        tok = AutoTokenizer.from_pretrained(
+            self.tokenizer_path, trust_remote_code=self.trust_remote_code
+        )
+        if tok.pad_token is None:
+            tok.pad_token = tok.eos_token
+        if self.config is not None:
+            torch.manual_seed(self.seed)
+            model = self.auto_class.from_config(self.config)
+            model.config.pad_token_id = tok.pad_token_id
+            if model.config.is_encoder_decoder:
+                model.config.decoder_start_token_id = tok.pad_token_id
+        else:
+            model = self.auto_class.from_pretrained(
+                self.name_or_path, dtype=self.dtype, trust_remote_code=self.trust_remote_code
+            )
+        self._tokenizer, self._model = tok, model.to(self.device).eval()
+
+    def format(self, prompt: str) -> str:
+        """The text the model sees for ``prompt`` (chat template applied when configured)."""
+        if not self.chat_template:
+            return prompt
+        messages = [{"role": "user", "content": prompt}]
+        return self.tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=True
+        )
+
+    def _batches(self, prompts: list[str]):
+        """Yield (original indices, encoded batch), grouping prompts of similar length."""
+        texts = [self.format(p) for p in prompts]
+        lengths = [len(ids) for ids in self.tokenizer(texts)["input_ids"]]
+        order = sorted(range(len(texts)), key=lambda i: lengths[i], reverse=True)
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start : start + self.batch_size]
+            batch = self.tokenizer([texts[i] for i in idx], return_tensors="pt", padding=True)
+            yield idx, batch.to(self.device)
+
+    @torch.inference_mode()
+    def _generate(self, prompts: list[str], params: GenerationParams, n: int) -> list[list[str]]:
+        torch.manual_seed(params.seed)
+        sampling = {"do_sample": False}
+        if not params.greedy:
+            sampling = {
+                "do_sample": True,
+                "temperature": params.temperature,
+                "top_p": params.top_p,
+            }
+        out: list[list[str]] = [[] for _ in prompts]
+        for idx, batch in self._batches(prompts):
+            generated = self.model.generate(
+                **batch,
+                max_new_tokens=params.max_new_tokens,
+                num_return_sequences=n,
+                stop_strings=list(params.stop) or None,
+                tokenizer=self.tokenizer,
+                pad_token_id=self.tokenizer.pad_token_id,
+                **sampling,
+            )
+            texts = self.tokenizer.batch_decode(
+                self._new_tokens(generated, batch), skip_special_tokens=True
+            )
+            for j, text in enumerate(texts):
+                out[idx[j // n]].append(cut_at_stop(text, params.stop))
+        return out
+
+    def _new_tokens(self, generated: torch.Tensor, batch) -> torch.Tensor:
+        return generated[:, batch["input_ids"].shape[1] :]  # causal: drop the (left-padded) prompt
+
+
+class CausalLM(HFModel):
+    """A decoder-only model (SmolLM2, Llama, Qwen, ...); prompts are left-padded."""
+
+    def _load(self) -> None:
+        super()._load()
+        self._tokenizer.padding_side = "left"  # generation continues right after the prompt
+
+    @torch.inference_mode()
+    def _logprobs(self, prompts: list[str], continuations: list[str]) -> list[float]:
+        scores = []
+        for prompt, continuation in zip(prompts, continuations):
+            context = self.tokenizer(self.format(prompt))["input_ids"]
+            target = self.tokenizer(continuation, add_special_tokens=False)["input_ids"]
+            ids = torch.tensor([context + target], device=self.device)
+            logp = self.model(ids).logits[0, :-1].float().log_softmax(-1)
+            # the token at position t is predicted by the logits at t - 1
+            picked = logp[len(context) - 1 :].gather(-1, ids[0, len(context) :, None])
+            scores.append(picked.sum().item())
+        return scores
+
+
+class Seq2SeqLM(HFModel):
+    """An encoder-decoder model (FLAN-T5, BART, ...)."""
+
+    auto_class = AutoModelForSeq2SeqLM
+
+    def _new_tokens(self, generated: torch.Tensor, batch) -> torch.Tensor:
+        return generated  # the decoder output holds only new tokens
+
+    @torch.inference_mode()
+    def _logprobs(self, prompts: list[str], continuations: list[str]) -> list[float]:
+        scores = []
+        for prompt, continuation in zip(prompts, continuations):
+            enc = self.tokenizer(self.format(prompt), return_tensors="pt").to(self.device)
+            labels = self.tokenizer(continuation, add_special_tokens=False, return_tensors="pt")[
+                "input_ids"
+            ].to(self.device)
+            logits = self.model(**enc, labels=labels).logits[0].float()
+            scores.append(logits.log_softmax(-1).gather(-1, labels[0, :, None]).sum().item())
+        return scores

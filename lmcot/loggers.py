@@ -1,0 +1,60 @@
+"""Experiment loggers: built from ``conf/logger/``, and never allowed to kill a run.
+
+Loggers are Lightning's, so the training stages hand the same objects to the ``Trainer``;
+the evaluation stage calls them directly through ``log_safely``.
+"""
+
+import logging
+import os
+
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from pytorch_lightning.loggers import Logger, WandbLogger
+
+log = logging.getLogger(__name__)
+
+
+def wandb_logger(**kwargs) -> WandbLogger:
+    """A ``WandbLogger`` that stays offline unless the environment asks for online.
+
+    Online needs ``WANDB_MODE=online`` or an API key in ``WANDB_API_KEY``; the key is read by
+    wandb from the environment and never passes through our config.
+    """
+    if "WANDB_MODE" not in os.environ and "WANDB_API_KEY" not in os.environ:
+        os.environ["WANDB_MODE"] = "offline"
+    return WandbLogger(**kwargs)
+
+
+def instantiate_loggers(cfg: DictConfig | None) -> list[Logger]:
+    """Build every logger of the ``logger`` group; one that fails to start is skipped."""
+    loggers = []
+    for name, node in (cfg or {}).items():
+        try:
+            loggers.append(instantiate(node))
+        except Exception as e:  # a logger is never worth losing a run for
+            log.warning("logger %s could not start and is skipped: %s", name, e)
+    return loggers
+
+
+def log_safely(loggers: list[Logger], method: str, *args, **kwargs) -> None:
+    """Call ``logger.<method>(*args, **kwargs)`` on every logger that has it, never raising."""
+    for logger in loggers:
+        fn = getattr(logger, method, None)
+        if fn is None:
+            continue
+        try:
+            fn(*args, **kwargs)
+        except Exception as e:
+            log.warning("%s.%s failed and is skipped: %s", type(logger).__name__, method, e)
+
+
+def finish(loggers: list[Logger]) -> None:
+    """Flush and close every logger (W&B writes its offline run here)."""
+    log_safely(loggers, "finalize", "success")
+    if any(isinstance(lg, WandbLogger) for lg in loggers):
+        import wandb
+
+        try:
+            wandb.finish()
+        except Exception as e:
+            log.warning("wandb.finish failed: %s", e)

@@ -1,0 +1,63 @@
+"""The ways of answering a question that the paper compares, run on the same examples.
+
+Every method takes the examples and the (cached) reader and returns one ``Prediction`` per
+example; the evaluation stage scores and reports them side by side. Later stages add methods
+that take a rationale from the small LM.
+"""
+
+from dataclasses import dataclass
+
+from lmcot.data.example import Example
+from lmcot.lm.base import LM
+from lmcot.metrics import exact_match, f1
+from lmcot.prompts import FewShotPrompt, extract_answer, split_rationale
+
+
+@dataclass
+class Prediction:
+    """One method's answer to one example: a row of ``predictions.jsonl``."""
+
+    id: str
+    method: str
+    rationale: str | None
+    prediction: str
+    gold: list[str]
+    em: float
+    f1: float
+
+    @classmethod
+    def scored(cls, example: Example, method: str, prediction: str, rationale: str | None = None):
+        golds = example.golds
+        return cls(
+            example.id, method, rationale, prediction, golds, exact_match(prediction, golds),
+            f1(prediction, golds),
+        )  # fmt: skip
+
+
+class StandardPrompting:
+    """The large LM answers from question + context, with no rationale."""
+
+    def __init__(self, prompt: FewShotPrompt):
+        self.prompt = prompt
+
+    def __call__(self, name: str, examples: list[Example], reader: LM) -> list[Prediction]:
+        outputs = reader.generate([self.prompt.render(ex) for ex in examples], self.prompt.params)
+        return [
+            Prediction.scored(ex, name, extract_answer(out[0]))
+            for ex, out in zip(examples, outputs)
+        ]
+
+
+class OriginalCoT:
+    """The large LM writes its own rationale, then the answer (the paper's "original CoT")."""
+
+    def __init__(self, prompt: FewShotPrompt):
+        self.prompt = prompt
+
+    def __call__(self, name: str, examples: list[Example], reader: LM) -> list[Prediction]:
+        outputs = reader.generate([self.prompt.render(ex) for ex in examples], self.prompt.params)
+        predictions = []
+        for ex, out in zip(examples, outputs):
+            rationale, answer = split_rationale(out[0])
+            predictions.append(Prediction.scored(ex, name, answer, rationale))
+        return predictions
