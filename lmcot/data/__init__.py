@@ -1,5 +1,6 @@
 """Data sources: original HotpotQA / 2WikiMultiHopQA files, the hub, the synthetic generator."""
 
 from lmcot.data.example import Example
+from lmcot.data.validate import DataError
 
-__all__ = ["Example"]
+__all__ = ["DataError", "Example"]

