@@ -44,7 +44,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         for metric in ("em", "f1")
     }
     run_loggers = loggers.instantiate_loggers(cfg.get("logger"))
-    loggers.log_safely(run_loggers, "log_hyperparams", OmegaConf.to_container(cfg, resolve=True))
+    loggers.log_safely(run_loggers, "log_hyperparams", loggers.hparams(cfg))
     loggers.log_safely(run_loggers, "log_metrics", metrics)
     loggers.log_safely(
         run_loggers,

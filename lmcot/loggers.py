@@ -8,7 +8,7 @@ import logging
 import os
 
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import Logger, WandbLogger
 
 log = logging.getLogger(__name__)
@@ -23,6 +23,18 @@ def wandb_logger(**kwargs) -> WandbLogger:
     if "WANDB_MODE" not in os.environ and "WANDB_API_KEY" not in os.environ:
         os.environ["WANDB_MODE"] = "offline"
     return WandbLogger(**kwargs)
+
+
+def hparams(cfg: DictConfig) -> dict:
+    """The resolved run config as a plain dict, without Hydra's own node (tests compose it in).
+
+    Secrets never appear here: configs only name environment variables, never hold keys.
+    """
+    return {
+        key: OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+        for key, value in cfg.items_ex(resolve=False)
+        if key != "hydra"
+    }
 
 
 def instantiate_loggers(cfg: DictConfig | None) -> list[Logger]:

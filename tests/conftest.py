@@ -29,6 +29,7 @@ def compose_cfg(tmp_path: Path, *overrides: str, config_name: str = "eval"):
             return_hydra_config=True,
             overrides=[
                 f"hydra.run.dir={tmp_path / 'run'}",
+                f"paths.output_dir={tmp_path / 'run'}",  # set by Hydra only when it runs a job
                 f"paths.cache_dir={tmp_path / 'cache'}",
                 *overrides,
             ],

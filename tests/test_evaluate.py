@@ -1,0 +1,97 @@
+"""`python evaluate.py` end to end: through Hydra's compose API and as a subprocess."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from conftest import HOTPOT_SAMPLE, REPO, TWOWIKI_SAMPLE
+
+from lmcot.evaluate import evaluate
+from lmcot.lm.hf import HFModel
+
+
+def read_results(cfg):
+    out = json.loads(open(f"{cfg.paths.output_dir}/results.json").read())
+    rows = [json.loads(line) for line in open(f"{cfg.paths.output_dir}/predictions.jsonl")]
+    return out, rows
+
+
+def test_smoke_run_writes_results_and_predictions(cfg_factory):
+    cfg = cfg_factory("debug=smoke", "data.limit=3")
+    metrics = evaluate(cfg)
+    results, rows = read_results(cfg)
+    assert results["n"] == 3
+    assert set(results["methods"]) == {"standard", "cot"}
+    for name, m in results["methods"].items():
+        assert 0 <= m["em"] <= m["f1"] <= 1 and m["n"] == 3
+        assert metrics[f"test/{name}/em"] == m["em"]
+    assert len(rows) == 6 and {r["method"] for r in rows} == {"standard", "cot"}
+    assert set(rows[0]) == {"id", "method", "rationale", "prediction", "gold", "em", "f1"}
+    by_method = {m: [r for r in rows if r["method"] == m] for m in ("standard", "cot")}
+    assert all(r["rationale"] is None for r in by_method["standard"])
+    assert all(isinstance(r["rationale"], str) for r in by_method["cot"])
+    # both methods answered the same examples
+    assert [r["id"] for r in by_method["standard"]] == [r["id"] for r in by_method["cot"]]
+    # the mean of the rows is the reported number
+    em = sum(r["em"] for r in by_method["cot"]) / 3
+    assert results["methods"]["cot"]["em"] == pytest.approx(em)
+
+
+def test_rerun_is_served_from_the_cache_without_loading_the_model(cfg_factory, monkeypatch):
+    cfg = cfg_factory("debug=smoke", "data.limit=3")
+    evaluate(cfg)
+    first, first_rows = read_results(cfg)
+    assert first["reader_calls"] > 0
+
+    def no_loading(self):
+        raise AssertionError("a fully cached run loaded the model")
+
+    monkeypatch.setattr(HFModel, "_load", no_loading)
+    evaluate(cfg)
+    second, second_rows = read_results(cfg)
+    assert second["reader_calls"] == 0
+    assert second["methods"] == first["methods"] and second_rows == first_rows
+
+
+@pytest.mark.parametrize(
+    "data, path, n",
+    [("hotpotqa", HOTPOT_SAMPLE, 2), ("2wikimultihopqa", TWOWIKI_SAMPLE, 2)],
+)
+def test_original_format_files(cfg_factory, data, path, n):
+    cfg = cfg_factory("debug=smoke", f"data={data}", f"data.path={path}", "data.limit=2")
+    evaluate(cfg)
+    results, rows = read_results(cfg)
+    assert results["n"] == n and results["data"] == data.replace("2wikimultihopqa", "twowiki")
+    gold = json.loads(path.read_text())[0]["answer"]
+    assert rows[0]["gold"][0] == gold
+
+
+def test_wandb_logs_offline_and_a_broken_logger_never_kills_the_run(cfg_factory, tmp_path):
+    cfg = cfg_factory("debug=smoke", "data.limit=2", "logger=wandb")
+    evaluate(cfg)
+    assert list((tmp_path / "run" / "wandb").glob("offline-run-*"))
+
+    broken = cfg_factory(
+        "debug=smoke", "data.limit=2", "logger=wandb", "+logger.wandb.no_such_argument=1"
+    )
+    evaluate(broken)  # the logger fails to start; results are still written
+    assert (tmp_path / "run" / "results.json").exists()
+
+
+@pytest.mark.slow
+def test_cli_default_reader_subprocess(tmp_path):
+    """The real command with the offline SmolLM2 reader on three synthetic questions."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
+    cmd = [
+        sys.executable, "evaluate.py", "data.limit=3", "logger=csv",
+        f"hydra.run.dir={tmp_path}", f"paths.cache_dir={tmp_path / 'cache'}",
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["n"] == 3 and set(results["methods"]) == {"standard", "cot"}
+    assert "stand-in" in results["notes"]["reader"]
+    assert "standard" in proc.stdout and "EM" in proc.stdout  # the rich table
+    assert (tmp_path / ".hydra" / "config.yaml").exists()
