@@ -358,7 +358,7 @@ def test_hub_path_of_both_loaders(monkeypatch):
 
     monkeypatch.setattr(hotpotqa, "hub_rows", fake_hub_rows)
     monkeypatch.setattr(twowiki, "hub_rows", fake_hub_rows)
-    assert [ex.id for ex in hotpotqa.load(split="train", limit=1)] == [HUB_HOTPOT_ROW["id"]]
+    assert [ex.id for ex in hotpotqa.load(split="train", train_limit=1)] == [HUB_HOTPOT_ROW["id"]]
     with pytest.raises(
         DataError, match=r"hotpotqa/hotpot_qa \(distractor\) split validation row 1"
     ):
@@ -391,12 +391,32 @@ def test_configs_instantiate_to_lists_of_examples():
 
 
 def test_config_keys_match_the_contract():
-    keys = {"_target_", "path", "split", "limit", "on_error"}
+    keys = {"_target_", "path", "split", "limit", "on_error", "train_path", "train_limit"}
     assert set(data_cfg("hotpotqa.yaml")) == keys
     assert set(data_cfg("2wikimultihopqa.yaml")) == keys | {"aliases_path"}
     synthetic_cfg = data_cfg("synthetic.yaml", seed=5)
-    assert set(synthetic_cfg) == {"_target_", "num_examples", "seed", "limit", "num_distractors"}
+    assert set(synthetic_cfg) == {
+        "_target_", "num_examples", "seed", "limit", "num_distractors", "num_train"
+    }  # fmt: skip
     assert (synthetic_cfg.seed, synthetic_cfg.num_examples, synthetic_cfg.limit) == (5, 40, None)
+
+
+def test_training_split_reads_its_own_file(tmp_path):
+    train = tmp_path / "train.json"
+    train.write_text(json.dumps(json.loads(HOTPOT.read_text())[5:8]))
+    evaluation = hotpotqa.load(path=HOTPOT, limit=2)
+    training = hotpotqa.load(path=HOTPOT, limit=2, split="train", train_path=train)
+    assert len(evaluation) == 2 and len(training) == 3
+    assert not {ex.id for ex in evaluation} & {ex.id for ex in training}
+    with pytest.raises(ValueError, match="data.train_path"):
+        hotpotqa.load(path=HOTPOT, split="train")  # never silently train on the evaluation file
+
+
+def test_synthetic_training_split_is_disjoint_from_evaluation():
+    train = synthetic.load(num_examples=50, split="train", num_train=50)
+    evaluation = synthetic.load(num_examples=50)
+    assert len(train) == 50 and train[0].id == "syn-train-000000"
+    assert not {ex.question for ex in train} & {ex.question for ex in evaluation}
 
 
 # --- synthetic generator ---------------------------------------------------------------------

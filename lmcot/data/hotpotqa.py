@@ -24,6 +24,7 @@ from lmcot.data.validate import (
     got,
     read_json_list,
     require_str,
+    train_split,
     type_name,
     where,
 )
@@ -37,14 +38,18 @@ def load(
     split: str = "validation",
     limit: int | None = None,
     on_error: str = "raise",
+    train_path: str | None = None,
+    train_limit: int | None = None,
 ) -> list[Example]:
     """Load HotpotQA examples.
 
     Args:
         path: an original-format JSON file; None loads ``hotpotqa/hotpot_qa`` (distractor).
-        split: hub split (``train``, ``validation``); ignored when ``path`` is given.
+        split: hub split (``train``, ``validation``); with files, ``train`` reads ``train_path``.
         limit: keep the first ``limit`` examples (None: all).
         on_error: ``raise`` on the first malformed row, or ``skip`` it and log a warning.
+        train_path: the original-format training file (e.g. ``hotpot_train_v1.1.json``).
+        train_limit: ``limit`` of the training split.
 
     Returns:
         Examples in file order; sentences keep their original text (leading spaces included).
@@ -52,6 +57,7 @@ def load(
     Raises:
         DataError: a malformed file, or with ``on_error="raise"`` a malformed row.
     """
+    path, limit = train_split(path, limit, split, train_path, train_limit)
     check_options(limit, on_error)
     if path is not None:
         rows = read_json_list(path)

@@ -33,7 +33,7 @@ the same list, ``num_examples`` and ``limit`` only cut it, and types stay balanc
 """
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from lmcot.data.example import Example
 from lmcot.data.validate import check_options
@@ -50,6 +50,7 @@ KINDS = (
 )
 BRIDGE = {"founder_city", "founder_year", "founded_hq", "native_of_hq"}
 MAX_DISTRACTORS = 8  # as many as HotpotQA's distractor setting; also keeps years distinct
+TRAIN_OFFSET = 10**6  # training examples come from indices far above any evaluation split
 
 ONSETS = ("b", "d", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "br", "dr", "kr", "tr", "st")
 VOWELS = ("a", "e", "i", "o", "u", "a", "e", "o")
@@ -116,22 +117,34 @@ QUESTIONS = {
 
 
 def load(
-    num_examples: int = 200, seed: int = 0, limit: int | None = None, num_distractors: int = 2
+    num_examples: int = 200,
+    seed: int = 0,
+    limit: int | None = None,
+    num_distractors: int = 2,
+    split: str = "validation",
+    num_train: int = 400,
 ) -> list[Example]:
     """Generate the synthetic dataset.
 
     Args:
-        num_examples: how many examples to generate.
+        num_examples: how many evaluation examples to generate.
         seed: the same seed gives the identical list; example ``i`` depends only on (seed, i).
         limit: keep the first ``limit`` (None: all); same as a smaller ``num_examples``.
         num_distractors: distractor paragraphs per example, beside the 2 gold ones.
+        split: ``train`` draws ``num_train`` examples from indices no evaluation split uses.
+        num_train: size of the training split.
 
     Returns:
-        Examples with ids ``syn-000000``, ``syn-000001``, ...
+        Examples with ids ``syn-000000``, ... (``syn-train-000000``, ... for ``train``).
     """
     check_options(limit, "raise")
     _check_count("num_examples", num_examples)
     _check_count("num_distractors", num_distractors, MAX_DISTRACTORS)
+    if split == "train":
+        examples = [
+            make_example(TRAIN_OFFSET + i, seed, num_distractors) for i in range(num_train)
+        ]
+        return [replace(ex, id=f"syn-train-{i:06d}") for i, ex in enumerate(examples)]
     n = num_examples if limit is None else min(num_examples, limit)
     return [make_example(i, seed, num_distractors) for i in range(n)]
 

@@ -31,6 +31,7 @@ from lmcot.data.validate import (
     convert_rows,
     field_error,
     read_json_list,
+    train_split,
     type_name,
     where,
 )
@@ -45,16 +46,21 @@ def load(
     limit: int | None = None,
     on_error: str = "raise",
     aliases_path: str | None = None,
+    train_path: str | None = None,
+    train_limit: int | None = None,
 ) -> list[Example]:
     """Load 2WikiMultiHopQA examples.
 
     Args:
         path: an original-format JSON file (e.g. ``dev.json``); None loads the hub copy.
-        split: hub split (``train``, ``validation``, ``test``); ignored when ``path`` is given.
+        split: hub split (``train``, ``validation``, ``test``); with files, ``train`` reads
+            ``train_path``.
         limit: keep the first ``limit`` examples (None: all).
         on_error: ``raise`` on the first malformed row, or ``skip`` it and log a warning.
         aliases_path: the release's ``id_aliases.json``; None uses the one next to ``path`` if
             there is one.
+        train_path: the release's ``train.json``.
+        train_limit: ``limit`` of the training split.
 
     Returns:
         Examples in file order, with ``aliases`` from ``answer_id`` where known.
@@ -63,6 +69,7 @@ def load(
         DataError: a malformed data or aliases file, or with ``on_error="raise"`` a bad row.
         ValueError: ``aliases_path`` without ``path`` (the hub copy has no ``answer_id``).
     """
+    path, limit = train_split(path, limit, split, train_path, train_limit)
     check_options(limit, on_error)
     if path is None:
         if aliases_path is not None:

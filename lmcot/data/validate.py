@@ -163,3 +163,27 @@ def convert_rows(
             first_reason,
         )
     return examples
+
+
+def train_split(
+    path: str | None,
+    limit: int | None,
+    split: str,
+    train_path: str | None,
+    train_limit: int | None,
+) -> tuple[str | None, int | None]:
+    """The (path, limit) to read for ``split``: training reads ``train_path`` and ``train_limit``.
+
+    >>> train_split("dev.json", 10, "validation", "train.json", 500)
+    ('dev.json', 10)
+    >>> train_split("dev.json", 10, "train", "train.json", 500)
+    ('train.json', 500)
+    """
+    if split != "train":
+        return path, limit
+    if path is not None and train_path is None:
+        raise ValueError(
+            f"data.path={path!r} is a local evaluation file, and training needs its own: set "
+            "data.train_path to the original-format training file (or leave both null for the hub)"
+        )
+    return train_path, train_limit
