@@ -1,8 +1,9 @@
 """Evaluation stage: every configured method answers the same examples; score and report.
 
 Methods come from the ``methods`` config group, each a ``_target_`` node called as
-``method(name, examples, reader)``. All large-LM calls go through the reader's cache, so
-re-running an evaluation costs no model calls.
+``method(name, examples, reader)``. A method with a ``student_stage`` runs once per decoding
+of the ``decoding`` group (``lm_guided_kd``, ``lm_guided_kd_sc``, ...) with the student that
+stage exported. All LM calls go through caches, so re-running an evaluation costs no calls.
 """
 
 import logging
@@ -11,9 +12,38 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from lmcot import loggers, results
+from lmcot.artifacts import student_dir
 from lmcot.lm.base import LM
 
 log = logging.getLogger(__name__)
+
+
+def load_student(cfg: DictConfig, stage: str) -> LM:
+    """The student exported by ``stage``, as a cached LM (its directory names it in the key)."""
+    path = student_dir(cfg, stage)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"no {stage} student for this config at {path}: run `python train.py` with the same "
+            f"overrides and '{stage}' in stages first"
+        )
+    return instantiate(
+        cfg.student, name_or_path=str(path), tokenizer=None, model_config=None, lora=None,
+        cache=f"{cfg.paths.cache_dir}/student.sqlite",
+    )  # fmt: skip
+
+
+def build_methods(cfg: DictConfig) -> dict:
+    """Name -> method; LM-guided methods get their student and one entry per decoding."""
+    methods = {}
+    for name, node in cfg.methods.items():
+        if "student_stage" not in node:
+            methods[name] = instantiate(node)
+            continue
+        student = load_student(cfg, node.student_stage)
+        for decoding_node in cfg.decoding.values():
+            decoding = instantiate(decoding_node)
+            methods[name + decoding.suffix] = instantiate(node, student=student, decoding=decoding)
+    return methods
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
@@ -23,9 +53,9 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         raise ValueError(f"data config {cfg.data._target_} produced no examples")
     reader: LM = instantiate(cfg.reader)
     predictions = []
-    for name, node in cfg.methods.items():
+    for name, method in build_methods(cfg).items():
         log.info("method %s on %d examples", name, len(examples))
-        predictions += instantiate(node)(name, examples, reader)
+        predictions += method(name, examples, reader)
     summary = {
         "n": len(examples),
         "data": cfg.data._target_.rsplit(".", 2)[-2],

@@ -61,3 +61,49 @@ class OriginalCoT:
             rationale, answer = split_rationale(out[0])
             predictions.append(Prediction.scored(ex, name, answer, rationale))
         return predictions
+
+
+class LMGuided:
+    """The small LM writes the rationale, the large LM answers with it (the paper's method).
+
+    Args:
+        student: the small LM (set by the evaluation stage from ``student_stage``).
+        decoding: how rationales are drawn and turned into one answer (``lmcot.decoding``).
+        rationale_prompt: the student's input.
+        prompt: the reader's LM-guided answering prompt.
+        student_stage: which stage's student writes: ``distill`` (KD) or ``refine`` (KD + RL).
+    """
+
+    def __init__(
+        self,
+        decoding,
+        rationale_prompt: FewShotPrompt,
+        prompt: FewShotPrompt,
+        student: LM | None = None,
+        student_stage: str = "distill",
+    ):
+        self.student, self.decoding = student, decoding
+        self.rationale_prompt, self.prompt = rationale_prompt, prompt
+        self.student_stage = student_stage
+
+    def __call__(self, name: str, examples: list[Example], reader: LM) -> list[Prediction]:
+        def read(rationales: list[list[str]]) -> list[list[str]]:
+            # all k rationales of all questions in one batched, cached reader call
+            flat = [
+                self.prompt.render(ex, rationale=r)
+                for ex, rs in zip(examples, rationales)
+                for r in rs
+            ]
+            outputs = iter(reader.generate(flat, self.prompt.params))
+            return [[extract_answer(next(outputs)[0]) for _ in rs] for rs in rationales]
+
+        chosen = self.decoding(
+            [self.rationale_prompt.render(ex) for ex in examples],
+            self.student,
+            tuple(self.rationale_prompt.params.stop),
+            read,
+        )
+        return [
+            Prediction.scored(ex, name, answer, rationale.strip())
+            for ex, (rationale, answer) in zip(examples, chosen)
+        ]

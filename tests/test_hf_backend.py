@@ -24,14 +24,14 @@ def tiny_causal(tokenizer_dir, **kw):
         vocab_size=49152, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
         num_attention_heads=2, num_key_value_heads=2,
     )  # fmt: skip
-    return CausalLM("tiny", tokenizer=tokenizer_dir, config=config, **kw)
+    return CausalLM("tiny", tokenizer=tokenizer_dir, model_config=config, **kw)
 
 
 def tiny_t5(tokenizer_dir, **kw):
     config = T5Config(
         vocab_size=49152, d_model=32, d_kv=8, d_ff=64, num_layers=1, num_heads=2,
     )  # fmt: skip
-    return Seq2SeqLM("tiny-t5", tokenizer=tokenizer_dir, config=config, **kw)
+    return Seq2SeqLM("tiny-t5", tokenizer=tokenizer_dir, model_config=config, **kw)
 
 
 @pytest.mark.parametrize("build", [tiny_causal, tiny_t5])

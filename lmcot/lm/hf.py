@@ -3,7 +3,7 @@
 Both classes load lazily (on the first cache miss), so a fully cached run never loads weights.
 Generation is batched: prompts are sorted by length so each padded batch wastes little, and
 ``num_return_sequences`` draws the n samples of a prompt in the same forward passes.
-A ``config`` node builds a randomly initialised model instead of loading one: the tiny offline
+A ``model_config`` node builds a randomly initialised model instead of loading one: the tiny offline
 students of tests and smoke runs.
 """
 
@@ -28,13 +28,14 @@ class HFModel(LM):
     Args:
         name_or_path: hub id or local directory (also names the model in the cache key).
         tokenizer: where the tokenizer comes from, when not from ``name_or_path``.
-        config: a transformers config (e.g. a ``T5Config`` node): build the model from it with
+        model_config: a transformers config (e.g. a ``T5Config`` node): build the model from it with
             random weights instead of loading ``name_or_path``.
         seed: seeds those random weights (and names them in the cache key).
         dtype: ``float32``, ``bfloat16``, ``float16`` or ``auto``.
         device: ``auto`` picks CUDA when present.
         batch_size: prompts per forward pass (times n samples).
         chat_template: wrap each prompt as one user turn of the tokenizer's chat template.
+        lora: keyword arguments of a ``peft.LoraConfig``: train low-rank adapters only.
         trust_remote_code: run code shipped with a hub model; off unless you trust the source.
         cache: SQLite cache path; None disables caching.
         write_every: cache-miss chunk size (see ``LM``).
@@ -46,12 +47,13 @@ class HFModel(LM):
         self,
         name_or_path: str,
         tokenizer: str | None = None,
-        config: PretrainedConfig | None = None,
+        model_config: PretrainedConfig | None = None,
         seed: int = 0,
         dtype: str = "float32",
         device: str = "auto",
         batch_size: int = 8,
         chat_template: bool = False,
+        lora: dict | None = None,
         trust_remote_code: bool = False,
         cache: str | None = None,
         write_every: int = 16,
@@ -59,7 +61,7 @@ class HFModel(LM):
         super().__init__(cache=cache, write_every=write_every)
         self.name_or_path = str(name_or_path)
         self.tokenizer_path = str(tokenizer or name_or_path)
-        self.config = config
+        self.model_config = model_config
         self.seed = seed
         self.dtype = dtype
         self.device = (
@@ -67,12 +69,13 @@ class HFModel(LM):
         )
         self.batch_size = batch_size
         self.chat_template = chat_template
+        self.lora = lora
         self.trust_remote_code = trust_remote_code
         self._model = self._tokenizer = None
 
     @property
     def cache_id(self) -> str:
-        init = f":random-init-{self.seed}" if self.config is not None else ""
+        init = f":random-init-{self.seed}" if self.model_config is not None else ""
         return f"hf:{self.name_or_path}{init}:{self.dtype}:chat={self.chat_template}"
 
     @property
@@ -94,9 +97,9 @@ class HFModel(LM):
         )
         if tok.pad_token is None:
             tok.pad_token = tok.eos_token
-        if self.config is not None:
+        if self.model_config is not None:
             torch.manual_seed(self.seed)
-            model = self.auto_class.from_config(self.config)
+            model = self.auto_class.from_config(self.model_config)
             # a fresh config knows nothing of the tokenizer; generation needs these ids
             for conf in (model.config, model.generation_config):
                 conf.pad_token_id = tok.pad_token_id
@@ -106,6 +109,10 @@ class HFModel(LM):
             model = self.auto_class.from_pretrained(
                 self.name_or_path, dtype=self.dtype, trust_remote_code=self.trust_remote_code
             )
+        if self.lora:
+            from peft import LoraConfig, get_peft_model
+
+            model = get_peft_model(model, LoraConfig(**self.lora))
         self._tokenizer, self._model = tok, model.to(self.device).eval()
 
     def format(self, prompt: str) -> str:

@@ -1,0 +1,281 @@
+"""Stage 1, rationale distillation: train the small LM on the rationales of the teacher.
+
+The student learns (question + context) -> rationale from the kept teacher rows. Decoder-only
+students get loss on the rationale tokens only; encoder-decoders read the source and decode the
+rationale. ``objective=rationale_and_answer`` adds a second task on the same inputs with its own
+instruction (as in distilling step-by-step), so the student also learns the answer.
+Validation logs the rationale loss and, on a few held-out questions, the reader's EM when it
+answers with the student's current rationales: the number the paper cares about.
+"""
+
+import json
+import logging
+from functools import partial
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from pytorch_lightning.callbacks import ModelCheckpoint
+from torch.utils.data import DataLoader
+
+from lmcot import loggers
+from lmcot.artifacts import distill_dir
+from lmcot.data.example import Example
+from lmcot.lm.base import LM
+from lmcot.lm.hf import HFModel
+from lmcot.metrics import exact_match
+from lmcot.prompts import FewShotPrompt, extract_answer
+from lmcot.teacher import RationaleStore, teacher_path
+
+log = logging.getLogger(__name__)
+IGNORE = -100  # label of tokens that carry no loss (prompt, padding)
+
+
+def training_pairs(
+    rows: list[dict],
+    examples: dict[str, Example],
+    prompt: FewShotPrompt,
+    objective: str = "rationale",
+    answer_instruction: str = "Answer the question with a short phrase.",
+) -> list[tuple[str, str]]:
+    """(source, target) texts from kept teacher rows; a second task pair per row if asked."""
+    if objective not in ("rationale", "rationale_and_answer"):
+        raise ValueError(f"distill.objective must be rationale|rationale_and_answer: {objective}")
+    pairs = []
+    for row in rows:
+        example = examples[row["id"]]
+        rationale = " ".join(row["rationale"].split())  # one line: the prompt stops at "\n"
+        pairs.append((prompt.render(example), " " + rationale))
+        if objective == "rationale_and_answer":
+            answer_task = FewShotPrompt(prompt.version, answer_instruction, prompt.template, "")
+            pairs.append((answer_task.render(example), " " + example.answer))
+    return pairs
+
+
+class PairCollator:
+    """Tokenise (source, target) pairs into a padded training batch.
+
+    Sources are cut from the left (their end holds the question and the open slot), targets
+    from the right, and every target ends in EOS so the student learns to stop.
+    """
+
+    def __init__(self, tokenizer, encoder_decoder: bool, max_source: int, max_target: int):
+        self.tok, self.encoder_decoder = tokenizer, encoder_decoder
+        self.max_source, self.max_target = max_source, max_target
+
+    def __call__(self, pairs: list[tuple[str, str]]) -> dict[str, torch.Tensor]:
+        sources = self.tok([s for s, _ in pairs])["input_ids"]
+        targets = self.tok([t for _, t in pairs], add_special_tokens=False)["input_ids"]
+        eos = [self.tok.eos_token_id]
+        sources = [s[-self.max_source :] for s in sources]
+        targets = [t[: self.max_target - 1] + eos for t in targets]
+        if self.encoder_decoder:
+            return {**self._pad(sources, sources), "labels": self._pad(targets, targets)["labels"]}
+        # decoder-only: one sequence, loss on the target part only
+        inputs = [s + t for s, t in zip(sources, targets)]
+        labels = [[IGNORE] * len(s) + t for s, t in zip(sources, targets)]
+        return self._pad(inputs, labels)
+
+    def _pad(self, inputs: list[list[int]], labels: list[list[int]]) -> dict[str, torch.Tensor]:
+        width = max(map(len, inputs))
+        pad = self.tok.pad_token_id
+        return {
+            "input_ids": torch.tensor([x + [pad] * (width - len(x)) for x in inputs]),
+            "attention_mask": torch.tensor(
+                [[1] * len(x) + [0] * (width - len(x)) for x in inputs]
+            ),
+            "labels": torch.tensor([y + [IGNORE] * (width - len(y)) for y in labels]),
+        }
+
+
+class MultiHopDataModule(pl.LightningDataModule):
+    """Teacher rationales as (source, target) pairs, split by question into train and val.
+
+    Args:
+        pairs_train: training pairs (built by :func:`training_pairs`).
+        pairs_val: held-out pairs, for the validation loss.
+        collate: a :class:`PairCollator`.
+        batch_size: pairs per optimiser micro-step.
+    """
+
+    def __init__(self, pairs_train, pairs_val, collate, batch_size: int = 8):
+        super().__init__()
+        self.pairs_train, self.pairs_val = pairs_train, pairs_val
+        self.collate, self.batch_size = collate, batch_size
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(
+            self.pairs_train, self.batch_size, shuffle=True, collate_fn=self.collate
+        )  # fmt: skip
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.pairs_val, self.batch_size, collate_fn=self.collate)
+
+
+class DistillModule(pl.LightningModule):
+    """Trains the student's model on teacher rationales; validates loss and reader EM.
+
+    Args:
+        student: the small LM wrapper; its ``.model`` is trained in place.
+        optimizer: a partial optimiser (``_partial_: true`` in config), given the parameters.
+        scheduler: a partial LR scheduler, called with ``optimizer`` and ``num_training_steps``
+            (the Trainer's estimate, so schedules fit any data size), or None.
+        reader: the frozen large LM, for validation EM (None skips it).
+        rationale_prompt: the student's input prompt.
+        answer_prompt: the reader's LM-guided prompt.
+        val_examples: held-out questions for validation EM.
+    """
+
+    def __init__(
+        self,
+        student: HFModel,
+        optimizer: partial,
+        scheduler: partial | None = None,
+        reader: LM | None = None,
+        rationale_prompt: FewShotPrompt | None = None,
+        answer_prompt: FewShotPrompt | None = None,
+        val_examples: list[Example] | None = None,
+    ):
+        super().__init__()
+        self.student, self.reader = student, reader
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.model = student.model.train()  # a submodule: Lightning moves and saves it
+        self.rationale_prompt, self.answer_prompt = rationale_prompt, answer_prompt
+        self.val_examples = val_examples or []
+        self.lora = bool(student.lora)
+        self.strict_loading = not self.lora  # LoRA checkpoints hold the adapters only
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.model(**batch).loss
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        loss = self(batch)
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["input_ids"]))
+        return loss
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self.log("val/loss", self(batch), prog_bar=True, batch_size=len(batch["input_ids"]))
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking or self.reader is None or not self.val_examples:
+            return
+        em = reader_em(self.student, self.reader, self.val_examples, self.rationale_prompt,
+                       self.answer_prompt)  # fmt: skip
+        self.log("val/em", em, prog_bar=True)
+
+    def configure_optimizers(self):
+        optimizer = self.optimizer_factory(
+            params=[p for p in self.parameters() if p.requires_grad]
+        )
+        if self.scheduler_factory is None:
+            return optimizer
+        steps = self.trainer.estimated_stepping_batches
+        scheduler = self.scheduler_factory(optimizer=optimizer, num_training_steps=steps)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        if self.lora:  # the frozen base weights are the model's own: keep the adapters only
+            trainable = {n for n, p in self.named_parameters() if p.requires_grad}
+            checkpoint["state_dict"] = {
+                k: v for k, v in checkpoint["state_dict"].items() if k in trainable
+            }
+
+
+@torch.no_grad()
+def reader_em(
+    student: HFModel,
+    reader: LM,
+    examples: list[Example],
+    rationale_prompt: FewShotPrompt,
+    answer_prompt: FewShotPrompt,
+) -> float:
+    """EM of the reader answering with the student's current (greedy, uncached) rationales."""
+    was_training = student.model.training
+    student.model.eval()
+    rationales = student._generate(  # uncached: the weights change between calls
+        [rationale_prompt.render(ex) for ex in examples], rationale_prompt.params, 1
+    )
+    student.model.train(was_training)
+    answers = reader.generate(
+        [answer_prompt.render(ex, rationale=r[0]) for ex, r in zip(examples, rationales)],
+        answer_prompt.params,
+    )
+    return sum(
+        exact_match(extract_answer(a[0]), ex.golds) for ex, a in zip(examples, answers)
+    ) / len(examples)
+
+
+def run_distill(cfg: DictConfig) -> dict[str, float]:
+    """Stage entry: fit the student on the teacher JSONL, export it, or reuse the export."""
+    out = distill_dir(cfg)
+    done = out / "student" / "lmcot_distill.json"
+    if done.exists():
+        log.info("distilled student exists, reusing %s", done.parent)
+        return json.loads(done.read_text())
+
+    store = RationaleStore(teacher_path(cfg))
+    rows = store.kept()
+    if not rows:
+        raise RuntimeError(f"{store.path} has no kept rationales: run the teacher stage first")
+    examples = {ex.id: ex for ex in instantiate(cfg.data, split="train")}
+    missing = sorted({r["id"] for r in rows} - set(examples))
+    if missing:
+        raise RuntimeError(f"{store.path} has ids not in the training data, e.g. {missing[:3]}")
+
+    # hold out whole questions, so validation never sees a training question
+    ids = sorted({r["id"] for r in rows})
+    val_ids = set(ids[-max(1, int(len(ids) * cfg.distill.val_fraction)) :])
+    prompt = instantiate(cfg.prompts.rationale)
+    pairs = partial(training_pairs, examples=examples, prompt=prompt,
+                    objective=cfg.distill.objective)  # fmt: skip
+    student: HFModel = instantiate(cfg.student)
+    collate = PairCollator(student.tokenizer, student.model.config.is_encoder_decoder,
+                           cfg.distill.max_source_length, cfg.distill.max_target_length)  # fmt: skip
+    datamodule = MultiHopDataModule(
+        pairs([r for r in rows if r["id"] not in val_ids]),
+        pairs([r for r in rows if r["id"] in val_ids]),
+        collate,
+        cfg.distill.batch_size,
+    )
+    val_examples = [examples[i] for i in sorted(val_ids)][: cfg.distill.val_em_limit]
+    module = DistillModule(
+        student,
+        optimizer=instantiate(cfg.distill.optimizer),
+        scheduler=instantiate(cfg.distill.scheduler) if cfg.distill.scheduler else None,
+        reader=instantiate(cfg.reader) if val_examples else None,
+        rationale_prompt=prompt,
+        answer_prompt=instantiate(cfg.prompts.guided),
+        val_examples=val_examples,
+    )
+    checkpoints = ModelCheckpoint(dirpath=out / "checkpoints", filename="best",
+                                  monitor="val/loss", save_last=True)  # fmt: skip
+    run_loggers = loggers.instantiate_loggers(cfg.get("logger"))
+    loggers.log_safely(run_loggers, "log_hyperparams", loggers.hparams(cfg))
+    trainer: pl.Trainer = instantiate(
+        cfg.trainer, default_root_dir=out, callbacks=[checkpoints], logger=run_loggers or False
+    )
+    last = out / "checkpoints" / "last.ckpt"
+    trainer.fit(module, datamodule=datamodule, ckpt_path=last if last.exists() else None)
+
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    best = checkpoints.best_model_path
+    if best:  # export the best weights, not the last
+        state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
+        module.load_state_dict(state, strict=not module.lora)
+    export(student, out / "student", metrics)
+    log.info("distilled student exported to %s", out / "student")
+    return {f"distill/{k.replace('/', '_')}": v for k, v in metrics.items()}
+
+
+def export(student: HFModel, target: Path, metrics: dict) -> None:
+    """Save the student as a plain transformers directory (LoRA merged), then mark it done."""
+    model = student.model.merge_and_unload() if student.lora else student.model
+    model.save_pretrained(target)
+    student.tokenizer.save_pretrained(target)
+    # written last: a directory without it is an interrupted export and is redone
+    (target / "lmcot_distill.json").write_text(json.dumps(metrics, indent=2))

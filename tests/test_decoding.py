@@ -1,0 +1,78 @@
+"""Greedy and self-consistency decoding of the student's rationales, with a scripted reader."""
+
+from lmcot.decoding import Greedy, SelfConsistency, majority_vote
+from lmcot.lm.base import LM
+
+
+class ScriptedStudent(LM):
+    """Writes rationale ``<prompt>/<sample>`` and records each generate call's n and params."""
+
+    cache_id = "scripted"
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def _generate(self, prompts, params, n):
+        self.calls.append((len(prompts), n, params))
+        return [[f"{p}/{i}" for i in range(n)] for p in prompts]
+
+
+def test_majority_vote_counts_normalised_answers():
+    assert majority_vote(["The Beatles", "Beatles.", "Stones"]) == 0  # 2 votes for 'beatles'
+    assert majority_vote(["Stones", "The Beatles", "beatles"]) == 1  # first of the winner's votes
+
+
+def test_majority_vote_ties_go_to_the_earliest_sample():
+    assert majority_vote(["x", "y"]) == 0
+    assert majority_vote(["y", "x", "x", "y"]) == 0
+    assert majority_vote(["z", "y", "x", "x", "y"]) == 1  # y and x tie at 2; y was sampled first
+
+
+def test_majority_vote_ignores_empty_answers_unless_all_are_empty():
+    assert majority_vote(["", "", "x"]) == 2
+    assert majority_vote(["", ""]) == 0
+
+
+def test_greedy_reads_one_rationale_per_question():
+    student, seen = ScriptedStudent(), []
+
+    def read(rationales):
+        seen.append(rationales)
+        return [[r[0].upper()] for r in rationales]
+
+    out = Greedy(max_new_tokens=7)(["q1", "q2"], student, ("\n",), read)
+    assert out == [("q1/0", "Q1/0"), ("q2/0", "Q2/0")]
+    [(n_prompts, n, params)] = student.calls
+    assert (n_prompts, n, params.greedy, params.max_new_tokens, params.stop) == (
+        2,
+        1,
+        True,
+        7,
+        ("\n",),
+    )
+
+
+def test_self_consistency_samples_k_in_one_call_and_votes():
+    student = ScriptedStudent()
+    answers = {"q1": ["x", "y", "y"], "q2": ["z", "w", "v"]}
+
+    def read(rationales):
+        # every question's k rationales arrive together, in sample order
+        assert [len(r) for r in rationales] == [3, 3]
+        return [answers[r[0].split("/")[0]] for r in rationales]
+
+    out = SelfConsistency(num_samples=3, temperature=0.8)(["q1", "q2"], student, (), read)
+    assert out == [("q1/1", "y"), ("q2/0", "z")]  # q1: y wins 2-1; q2: 3-way tie -> first
+    [(n_prompts, n, params)] = student.calls
+    assert (n_prompts, n, params.temperature) == (2, 3, 0.8)
+
+
+def test_self_consistency_with_one_sample_is_a_single_sampled_rationale():
+    student = ScriptedStudent()
+    out = SelfConsistency(num_samples=1, temperature=0.7)(
+        ["q"], student, (), lambda rs: [["ans"] for _ in rs]
+    )
+    assert out == [("q/0", "ans")]
+    [(_, n, params)] = student.calls
+    assert n == 1 and not params.greedy  # sampled, unlike Greedy: documented in the class

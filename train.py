@@ -1,0 +1,34 @@
+"""Train the small LM and evaluate it: the stages of ``stages``, in order.
+
+python train.py
+python train.py data=hotpotqa student=flan_t5_large reader=openai reader.model=...
+"""
+
+import hydra
+from omegaconf import DictConfig
+
+from lmcot.distill import run_distill
+from lmcot.evaluate import evaluate
+from lmcot.tasks import task_wrapper
+from lmcot.teacher import run_teacher
+
+STAGES = {"teacher": run_teacher, "distill": run_distill, "evaluate": evaluate}
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    unknown = [s for s in cfg.stages if s not in STAGES]
+    if unknown:
+        raise ValueError(f"unknown stages {unknown}; known: {list(STAGES)}")
+    metrics = {}
+    for stage in cfg.stages:  # each stage is idempotent and reuses its artifacts
+        metrics |= STAGES[stage](cfg)
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    return task_wrapper(train)(cfg).get(cfg.optimized_metric)
+
+
+if __name__ == "__main__":
+    main()
