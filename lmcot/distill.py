@@ -234,7 +234,8 @@ def run_distill(cfg: DictConfig) -> dict[str, float]:
     pairs = partial(training_pairs, examples=examples, prompt=prompt,
                     objective=cfg.distill.objective)  # fmt: skip
     student: HFModel = instantiate(cfg.student)
-    collate = PairCollator(student.tokenizer, student.model.config.is_encoder_decoder,
+    encoder_decoder = student.model.config.is_encoder_decoder
+    collate = PairCollator(student.tokenizer, encoder_decoder,
                            cfg.distill.max_source_length, cfg.distill.max_target_length)  # fmt: skip
     datamodule = MultiHopDataModule(
         pairs([r for r in rows if r["id"] not in val_ids]),

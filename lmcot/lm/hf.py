@@ -3,8 +3,8 @@
 Both classes load lazily (on the first cache miss), so a fully cached run never loads weights.
 Generation is batched: prompts are sorted by length so each padded batch wastes little, and
 ``num_return_sequences`` draws the n samples of a prompt in the same forward passes.
-A ``model_config`` node builds a randomly initialised model instead of loading one: the tiny offline
-students of tests and smoke runs.
+A ``model_config`` node builds a randomly initialised model instead of loading one: the tiny
+offline students of tests and smoke runs.
 """
 
 import logging
@@ -28,8 +28,8 @@ class HFModel(LM):
     Args:
         name_or_path: hub id or local directory (also names the model in the cache key).
         tokenizer: where the tokenizer comes from, when not from ``name_or_path``.
-        model_config: a transformers config (e.g. a ``T5Config`` node): build the model from it with
-            random weights instead of loading ``name_or_path``.
+        model_config: a transformers config (e.g. a ``T5Config`` node): build the model from it
+            with random weights instead of loading ``name_or_path``.
         seed: seeds those random weights (and names them in the cache key).
         dtype: ``float32``, ``bfloat16``, ``float16`` or ``auto``.
         device: ``auto`` picks CUDA when present.
