@@ -235,8 +235,12 @@ def run_distill(cfg: DictConfig) -> dict[str, float]:
                     objective=cfg.distill.objective)  # fmt: skip
     student: HFModel = instantiate(cfg.student)
     encoder_decoder = student.model.config.is_encoder_decoder
-    collate = PairCollator(student.tokenizer, encoder_decoder,
-                           cfg.distill.max_source_length, cfg.distill.max_target_length)  # fmt: skip
+    collate = PairCollator(
+        student.tokenizer,
+        encoder_decoder,
+        cfg.distill.max_source_length,
+        cfg.distill.max_target_length,
+    )
     datamodule = MultiHopDataModule(
         pairs([r for r in rows if r["id"] not in val_ids]),
         pairs([r for r in rows if r["id"] in val_ids]),
