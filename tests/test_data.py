@@ -412,6 +412,12 @@ def test_training_split_reads_its_own_file(tmp_path):
         hotpotqa.load(path=HOTPOT, split="train")  # never silently train on the evaluation file
 
 
+def test_synthetic_generation_terminates_for_thousands_of_indices():
+    # index 1_000_069 (train split, seed 0) once looped forever: last name "Res" vs "Press"
+    assert len(synthetic.load(split="train", num_train=3000)) == 3000
+    assert len(synthetic.load(num_examples=3000, seed=1)) == 3000
+
+
 def test_synthetic_training_split_is_disjoint_from_evaluation():
     train = synthetic.load(num_examples=50, split="train", num_train=50)
     evaluation = synthetic.load(num_examples=50)

@@ -234,17 +234,16 @@ class _World:
     def _fresh(self, make) -> str:
         # no word of a name inside another name's word ("Ress" vs "Tasik Press"): an answer
         # string must occur only where the supporting facts say; shared suffixes are fine
-        while True:
+        for _ in range(10_000):
             name = make()
             words = name.lower().split()
-            clash = any(
-                (w in e or e in w) and not (w == e and w in _SUFFIXES)
-                for w in words
-                for e in self.words
-            )
+            # an organisation's suffix ("Press") is fixed by its kind, so it is never the word
+            # that clashes: checking it could loop forever after a name like "Res"
+            clash = any(w in e or e in w for w in words if w not in _SUFFIXES for e in self.words)
             if not clash and not any(b in w for b in BLOCKED for w in words):
                 self.words.update(words)
                 return name
+        raise RuntimeError(f"no fresh name after 10,000 draws; names so far: {sorted(self.words)}")
 
     def year(self, low: int, high: int) -> int:
         while (y := self.rng.randint(low, high)) in self.years:
