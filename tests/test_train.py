@@ -1,0 +1,88 @@
+"""`python train.py` end to end on tiny models: all four methods, and no work done twice."""
+
+import json
+
+import pytest
+from conftest import compose_cfg
+from hydra.core.hydra_config import HydraConfig
+
+import lmcot.distill
+from lmcot.artifacts import distill_dir
+from lmcot.teacher import teacher_path
+from train import train
+
+TINY = ["debug=smoke", "student=tiny_llama", "data.num_train=12", "distill.val_em_limit=2"]
+SC2 = "decoding.sc.num_samples=2"
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One tiny run of the default stages, shared by the tests that inspect or repeat it."""
+    cfg = compose_cfg(tmp_path_factory.mktemp("train"), *TINY, SC2, config_name="train")
+    return cfg, train(cfg)
+
+
+def test_train_writes_all_four_methods(trained):
+    cfg, metrics = trained
+    results = json.loads(open(f"{cfg.paths.output_dir}/results.json").read())
+    assert list(results["methods"]) == ["standard", "cot", "lm_guided_kd", "lm_guided_kd_sc"]
+    assert all(results["methods"][m]["n"] == 4 for m in results["methods"])
+    assert metrics["teacher/kept_fraction"] == 1.0
+    assert "distill/val_loss" in metrics and "test/lm_guided_kd_sc/em" in metrics
+    rows = [json.loads(line) for line in open(f"{cfg.paths.output_dir}/predictions.jsonl")]
+    guided = [r for r in rows if r["method"].startswith("lm_guided")]
+    assert len(guided) == 8 and all(isinstance(r["rationale"], str) for r in guided)
+
+
+def test_rerun_reuses_teacher_checkpoint_and_caches(trained, monkeypatch):
+    cfg, _ = trained
+    HydraConfig().set_config(cfg)
+    teacher_file = teacher_path(cfg)
+    before = teacher_file.read_text()
+    export = distill_dir(cfg) / "student" / "model.safetensors"
+    mtime = export.stat().st_mtime_ns
+
+    def no_fit(*args, **kwargs):
+        raise AssertionError("the distilled student was trained again")
+
+    monkeypatch.setattr(lmcot.distill.pl.Trainer, "fit", no_fit)
+    metrics = train(cfg)
+    assert teacher_file.read_text() == before  # no row written twice
+    assert export.stat().st_mtime_ns == mtime
+    results = json.loads(open(f"{cfg.paths.output_dir}/results.json").read())
+    assert results["reader_calls"] == 0  # every reader answer came from the cache
+    assert "test/lm_guided_kd/em" in metrics
+
+
+def test_interrupted_distillation_resumes_from_the_last_checkpoint(cfg_factory, monkeypatch):
+    cfg = cfg_factory(*TINY, "stages=[teacher,distill]", config_name="train")
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt("killed after training, before the export")
+
+    monkeypatch.setattr(lmcot.distill, "export", crash)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg)
+    last = distill_dir(cfg) / "checkpoints" / "last.ckpt"
+    assert last.exists() and not (distill_dir(cfg) / "student").exists()
+    monkeypatch.undo()
+
+    steps = []
+    monkeypatch.setattr(
+        lmcot.distill.DistillModule, "training_step", lambda self, *a: steps.append(1)
+    )
+    train(cfg)  # resumes at the end of the finished epoch: nothing left to train
+    assert steps == []
+    assert (distill_dir(cfg) / "student" / "lmcot_distill.json").exists()
+
+
+def test_seq2seq_student_trains_and_guides(cfg_factory):
+    cfg = cfg_factory(*TINY, "student=tiny_t5", "decoding=greedy", config_name="train")
+    train(cfg)
+    results = json.loads(open(f"{cfg.paths.output_dir}/results.json").read())
+    assert list(results["methods"]) == ["standard", "cot", "lm_guided_kd"]
+
+
+def test_unknown_stage_is_rejected(cfg_factory):
+    with pytest.raises(ValueError, match="unknown stages"):
+        train(cfg_factory(*TINY, "stages=[teacher,refin]", config_name="train"))
