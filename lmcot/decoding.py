@@ -1,16 +1,20 @@
-"""How the student's rationales become one answer: greedy, or self-consistency (SC).
+"""How the student's rationales become one answer: greedy, self-consistency, top quality.
 
-A decoding gets the student's prompts and a ``read`` function (the reader answering each
-rationale, batched and cached) and returns one (rationale, answer) per question. SC draws k
-rationales per question in one ``generate`` call, the reader answers all of them, and the
-majority of the normalised answers wins.
+A decoding gets the questions, the student's prompts and a ``read`` function (the reader
+answering each rationale, batched and cached) and returns one (rationale, answer) per question.
+SC draws k rationales per question in one ``generate`` call, the reader answers all of them,
+and the majority of the normalised answers wins. Top quality draws k rationales too, but the
+reader only sees the one that a gold-free quality registry scores highest: the paper's check
+of whether the best-looking rationale gives the best answer.
 """
 
 from collections import Counter
 from collections.abc import Callable
 
+from lmcot.data.example import Example
 from lmcot.lm.base import LM, GenerationParams
 from lmcot.metrics import normalize_answer
+from lmcot.rewards.registry import RewardRegistry, select_best
 
 # read(rationales per question) -> answers per question, same shape
 Read = Callable[[list[list[str]]], list[list[str]]]
@@ -45,7 +49,8 @@ class Greedy:
     def __init__(self, max_new_tokens: int = 64):
         self.max_new_tokens = max_new_tokens
 
-    def __call__(self, prompts: list[str], student: LM, stop: tuple, read: Read):
+    def __call__(self, examples: list[Example], prompts: list[str], student: LM, stop: tuple,
+                 read: Read):  # fmt: skip
         params = GenerationParams(max_new_tokens=self.max_new_tokens, stop=stop)
         rationales = student.generate(prompts, params)
         answers = read(rationales)
@@ -84,9 +89,51 @@ class SelfConsistency:
         self.params = dict(temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
                            seed=seed)  # fmt: skip
 
-    def __call__(self, prompts: list[str], student: LM, stop: tuple, read: Read):
-        params = GenerationParams(stop=stop, **self.params)
-        rationales = student.generate(prompts, params, n=self.num_samples)
+    def __call__(self, examples: list[Example], prompts: list[str], student: LM, stop: tuple,
+                 read: Read):  # fmt: skip
+        rationales = self.sample(prompts, student, stop)
         answers = read(rationales)
         winners = [majority_vote(a) for a in answers]
         return [(r[w], a[w]) for r, a, w in zip(rationales, answers, winners)]
+
+    def sample(self, prompts: list[str], student: LM, stop: tuple) -> list[list[str]]:
+        """k rationales per prompt, in one ``generate`` call."""
+        return student.generate(
+            prompts, GenerationParams(stop=stop, **self.params), self.num_samples
+        )
+
+
+class TopQuality(SelfConsistency):
+    """k sampled rationales per question; the reader answers only the best by quality.
+
+    Args:
+        registry: scores rationales; it must read no gold annotation (``reward@selection:
+            gold_free``), since it selects at test time.
+        num_samples, temperature, top_p, max_new_tokens, seed: as :class:`SelfConsistency`.
+    """
+
+    suffix = "_top_quality"
+    needs_registry = True  # the evaluation stage builds it with the reader it holds
+
+    def __init__(self, registry: RewardRegistry, **sampling):
+        super().__init__(**sampling)
+        if registry.uses_gold:
+            raise ValueError(
+                f"decoding=top_quality selects rationales at test time, but the aspects "
+                f"{registry.uses_gold} read gold annotations: use the gold-free `selection` "
+                "reward (conf/reward/gold_free.yaml)"
+            )
+        self.registry = registry
+
+    def __call__(self, examples: list[Example], prompts: list[str], student: LM, stop: tuple,
+                 read: Read):  # fmt: skip
+        k = self.num_samples
+        rationales = self.sample(prompts, student, stop)
+        scores = self.registry(
+            [p for p in prompts for _ in range(k)],
+            [r for rs in rationales for r in rs],
+            examples=[ex for ex in examples for _ in range(k)],
+        )
+        best = select_best(scores.aggregate, k)
+        answers = read([[rs[b]] for rs, b in zip(rationales, best)])
+        return [(rs[b], a[0]) for rs, b, a in zip(rationales, best, answers)]

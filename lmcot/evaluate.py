@@ -8,7 +8,7 @@ stage exported. All LM calls go through caches, so re-running an evaluation cost
 
 import logging
 
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from lmcot import loggers, results
@@ -32,7 +32,7 @@ def load_student(cfg: DictConfig, stage: str) -> LM:
     )  # fmt: skip
 
 
-def build_methods(cfg: DictConfig) -> dict:
+def build_methods(cfg: DictConfig, reader: LM) -> dict:
     """Name -> method; LM-guided methods get their student and one entry per decoding."""
     methods = {}
     for name, node in cfg.methods.items():
@@ -41,9 +41,27 @@ def build_methods(cfg: DictConfig) -> dict:
             continue
         student = load_student(cfg, node.student_stage)
         for decoding_node in cfg.decoding.values():
-            decoding = instantiate(decoding_node)
+            extra = {}
+            if getattr(get_class(decoding_node._target_), "needs_registry", False):
+                extra["registry"] = instantiate(cfg.selection, lm=reader)
+            decoding = instantiate(decoding_node, **extra)
             methods[name + decoding.suffix] = instantiate(node, student=student, decoding=decoding)
     return methods
+
+
+def rationale_quality(cfg: DictConfig, reader: LM, examples: list, predictions: list) -> tuple:
+    """Mean of every reward aspect per method that wrote rationales, and the per-row scores."""
+    registry = instantiate(cfg.reward, lm=reader)
+    by_id = {ex.id: ex for ex in examples}
+    means, rows = {}, []
+    for method in dict.fromkeys(p.method for p in predictions if p.rationale is not None):
+        preds = [p for p in predictions if p.method == method]
+        scores = registry(
+            [""] * len(preds), [p.rationale for p in preds], examples=[by_id[p.id] for p in preds]
+        )
+        means[method] = scores.means()
+        rows += [{"id": p.id, "method": method, **r} for p, r in zip(preds, scores.rows())]
+    return means, rows
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
@@ -53,7 +71,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         raise ValueError(f"data config {cfg.data._target_} produced no examples")
     reader: LM = instantiate(cfg.reader)
     predictions = []
-    for name, method in build_methods(cfg).items():
+    for name, method in build_methods(cfg, reader).items():
         log.info("method %s on %d examples", name, len(examples))
         predictions += method(name, examples, reader)
     summary = {
@@ -65,6 +83,9 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         "methods": results.summarize(predictions),
         "notes": OmegaConf.to_container(cfg.notes),
     }
+    quality_rows = []
+    if cfg.evaluate.rationale_quality:
+        summary["quality"], quality_rows = rationale_quality(cfg, reader, examples, predictions)
     path = results.write(cfg.paths.output_dir, summary, predictions)
     log.info("wrote %s", path)
     results.print_table(summary)
@@ -85,5 +106,9 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
             [p.id, p.method, p.rationale, p.prediction, p.gold, p.em, p.f1] for p in predictions
         ],
     )
+    if quality_rows:
+        columns = list(quality_rows[0])
+        loggers.log_safely(run_loggers, "log_table", key="rationale_quality", columns=columns,
+                           data=[[r[c] for c in columns] for r in quality_rows])  # fmt: skip
     loggers.finish(run_loggers)
     return metrics

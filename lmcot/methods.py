@@ -98,6 +98,7 @@ class LMGuided:
             return [[extract_answer(next(outputs)[0]) for _ in rs] for rs in rationales]
 
         chosen = self.decoding(
+            examples,
             [self.rationale_prompt.render(ex) for ex in examples],
             self.student,
             tuple(self.rationale_prompt.params.stop),

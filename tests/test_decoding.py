@@ -1,6 +1,8 @@
 """Greedy and self-consistency decoding of the student's rationales, with a scripted reader."""
 
-from lmcot.decoding import Greedy, SelfConsistency, majority_vote
+import pytest
+
+from lmcot.decoding import Greedy, SelfConsistency, TopQuality, majority_vote
 from lmcot.lm.base import LM
 
 
@@ -41,7 +43,7 @@ def test_greedy_reads_one_rationale_per_question():
         seen.append(rationales)
         return [[r[0].upper()] for r in rationales]
 
-    out = Greedy(max_new_tokens=7)(["q1", "q2"], student, ("\n",), read)
+    out = Greedy(max_new_tokens=7)([], ["q1", "q2"], student, ("\n",), read)
     assert out == [("q1/0", "Q1/0"), ("q2/0", "Q2/0")]
     [(n_prompts, n, params)] = student.calls
     assert (n_prompts, n, params.greedy, params.max_new_tokens, params.stop) == (
@@ -62,7 +64,7 @@ def test_self_consistency_samples_k_in_one_call_and_votes():
         assert [len(r) for r in rationales] == [3, 3]
         return [answers[r[0].split("/")[0]] for r in rationales]
 
-    out = SelfConsistency(num_samples=3, temperature=0.8)(["q1", "q2"], student, (), read)
+    out = SelfConsistency(num_samples=3, temperature=0.8)([], ["q1", "q2"], student, (), read)
     assert out == [("q1/1", "y"), ("q2/0", "z")]  # q1: y wins 2-1; q2: 3-way tie -> first
     [(n_prompts, n, params)] = student.calls
     assert (n_prompts, n, params.temperature) == (2, 3, 0.8)
@@ -71,8 +73,47 @@ def test_self_consistency_samples_k_in_one_call_and_votes():
 def test_self_consistency_with_one_sample_is_a_single_sampled_rationale():
     student = ScriptedStudent()
     out = SelfConsistency(num_samples=1, temperature=0.7)(
-        ["q"], student, (), lambda rs: [["ans"] for _ in rs]
+        [], ["q"], student, (), lambda rs: [["ans"] for _ in rs]
     )
     assert out == [("q/0", "ans")]
     [(_, n, params)] = student.calls
     assert n == 1 and not params.greedy  # sampled, unlike Greedy: documented in the class
+
+
+class KnownQuality:
+    """A registry stand-in whose aggregate is a fixed score per rationale text."""
+
+    uses_gold: list = []
+
+    def __init__(self, scores):
+        self.scores, self.seen = scores, []
+
+    def __call__(self, prompts, completions, **columns):
+        self.seen.append((completions, columns["examples"]))
+        return type("Scores", (), {"aggregate": [self.scores[c] for c in completions]})
+
+
+def test_top_quality_reads_only_the_argmax_of_the_aggregate():
+    student = ScriptedStudent()
+    registry = KnownQuality({"q1/0": 0.2, "q1/1": 0.9, "q1/2": 0.5, "q2/0": None, "q2/1": 0.1,
+                             "q2/2": 0.1})  # fmt: skip
+    read_calls = []
+
+    def read(rationales):
+        read_calls.append(rationales)
+        return [[f"answer to {r[0]}"] for r in rationales]
+
+    decoding = TopQuality(registry, num_samples=3, temperature=0.7)
+    out = decoding(["ex1", "ex2"], ["q1", "q2"], student, (), read)
+    # q1: 0.9 is best; q2: None ranks last, 0.1 ties 0.1 -> the lower index
+    assert out == [("q1/1", "answer to q1/1"), ("q2/1", "answer to q2/1")]
+    assert read_calls == [[["q1/1"], ["q2/1"]]]  # the reader never saw the other rationales
+    [(completions, examples)] = registry.seen
+    assert examples == ["ex1"] * 3 + ["ex2"] * 3 and len(completions) == 6
+
+
+def test_top_quality_refuses_a_registry_that_reads_gold():
+    registry = KnownQuality({})
+    registry.uses_gold = ["task"]
+    with pytest.raises(ValueError, match="gold"):
+        TopQuality(registry)

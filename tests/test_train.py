@@ -1,6 +1,7 @@
 """`python train.py` end to end on tiny models: all four methods, and no work done twice."""
 
 import json
+from pathlib import Path
 
 import pytest
 from conftest import compose_cfg
@@ -52,6 +53,24 @@ def test_rerun_reuses_teacher_checkpoint_and_caches(trained, monkeypatch):
     results = json.loads(open(f"{cfg.paths.output_dir}/results.json").read())
     assert results["reader_calls"] == 0  # every reader answer came from the cache
     assert "test/lm_guided_kd/em" in metrics
+
+
+def test_rationale_quality_and_top_quality_are_reported(trained, tmp_path_factory):
+    cfg, _ = trained
+    cheap = "reward.aspects=[relevance,readability,task]"
+    again = compose_cfg(
+        Path(cfg.paths.cache_dir).parent, *TINY, SC2, "stages=[evaluate]",
+        "decoding=[greedy,top_quality]", "decoding.top_quality.num_samples=2",
+        "selection.aspects=[relevance,readability]", cheap, "evaluate.rationale_quality=true",
+        config_name="train",
+    )  # fmt: skip
+    train(again)
+    results = json.loads(open(f"{again.paths.output_dir}/results.json").read())
+    assert "lm_guided_kd_top_quality" in results["methods"]
+    assert set(results["quality"]) == {"cot", "lm_guided_kd", "lm_guided_kd_top_quality"}
+    for means in results["quality"].values():
+        assert set(means) == {"relevance", "readability", "task", "aggregate"}
+        assert 0 <= means["readability"] <= 1
 
 
 def test_interrupted_distillation_resumes_from_the_last_checkpoint(cfg_factory, monkeypatch):
