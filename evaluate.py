@@ -1,7 +1,7 @@
 """Evaluate the configured methods (default: the paper's two baselines) on one dataset.
 
-    python evaluate.py
-    python evaluate.py data=hotpotqa data.path=hotpot_dev_distractor_v1.json data.limit=100
+python evaluate.py
+python evaluate.py data=hotpotqa data.path=hotpot_dev_distractor_v1.json data.limit=100
 """
 
 import hydra

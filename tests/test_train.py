@@ -59,7 +59,7 @@ def test_rationale_quality_and_top_quality_are_reported(trained, tmp_path_factor
     cfg, _ = trained
     cheap = "reward.aspects=[relevance,readability,task]"
     again = compose_cfg(
-        Path(cfg.paths.cache_dir).parent, *TINY, SC2, "stages=[evaluate]",
+        Path(cfg.paths.cache_dir).parent, *TINY, "stages=[evaluate]",
         "decoding=[greedy,top_quality]", "decoding.top_quality.num_samples=2",
         "selection.aspects=[relevance,readability]", cheap, "evaluate.rationale_quality=true",
         config_name="train",
