@@ -14,7 +14,6 @@ that produced it (``teacher_path``): the same config reuses the file, any change
 """
 
 import fcntl
-import hashlib
 import json
 import logging
 import os
@@ -29,6 +28,7 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
+from lmcot.artifacts import config_hash
 from lmcot.data.example import Example
 from lmcot.lm.base import LM
 from lmcot.metrics import exact_match
@@ -344,18 +344,15 @@ def _snake(name: str) -> str:
 def teacher_path(cfg: DictConfig) -> Path:
     """``{paths.cache_dir}/teacher/<data>-<teacher>-<hash>.jsonl`` for this config.
 
-    The hash (12 hex of SHA-256) covers the resolved YAML of ``data``, ``teacher``, ``reader``
+    The hash (:func:`~lmcot.artifacts.config_hash`) covers ``data``, ``teacher``, ``reader``
     (only when the teacher calls one) and ``prompts.version``: the same config finds the same
     file in every run, and any change to them names a new one.
     """
     cls = get_class(cfg.teacher._target_)
-    parts = {"data": cfg.data, "teacher": cfg.teacher}
+    parts = [cfg.data, cfg.teacher, OmegaConf.select(cfg, "prompts.version")]
     if getattr(cls, "needs_reader", True):
-        parts["reader"] = cfg.reader
-    resolved = {k: OmegaConf.to_container(v, resolve=True) for k, v in parts.items()}
-    resolved["prompt_version"] = OmegaConf.select(cfg, "prompts.version")
-    blob = OmegaConf.to_yaml(OmegaConf.create(resolved), sort_keys=True)
-    digest = hashlib.sha256(blob.encode()).hexdigest()[:12]
+        parts.append(cfg.reader)
+    digest = config_hash(*parts)
     data = cfg.data._target_.split(".")
     name = f"{data[-2] if len(data) > 1 else data[0]}-{_snake(cls.__name__)}"
     return Path(cfg.paths.cache_dir) / "teacher" / f"{name}-{digest}.jsonl"
