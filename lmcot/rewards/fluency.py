@@ -1,0 +1,63 @@
+"""Fluency and naturalness from a small LM's likelihood of the rationale.
+
+The score is the geometric-mean token probability (1 / perplexity) of the rationale, followed by
+an end-of-line, under a causal LM (the offline default: the reader, SmolLM2-135M):
+
+.. math:: s = \\exp\\Big(\\frac{1}{T} \\log P(r \\, \\text{"\\\\n"} \\mid \\text{prefix})\\Big)
+
+The end-of-line makes a rationale cut off mid-sentence pay for its abrupt ending. It goes
+through ``LM.logprobs``, so every score is cached with the LM's other calls.
+"""
+
+import math
+
+from lmcot.lm.base import LM
+from lmcot.rewards.base import register
+
+
+def token_count(lm: LM, text: str) -> int:
+    """Tokens of ``text`` under the LM's tokenizer; whitespace words for backends without one."""
+    tokenizer = getattr(lm, "tokenizer", None)
+    if tokenizer is None:
+        return max(1, len(text.split()))
+    return max(1, len(tokenizer(text, add_special_tokens=False)["input_ids"]))
+
+
+@register("fluency", "perplexity")
+@register("naturalness", "perplexity")
+class Perplexity:
+    """1 / perplexity of the rationale under a small LM, in (0, 1]; None for an empty rationale.
+
+    Args:
+        lm: a causal LM with log-probabilities (the reader by default).
+        aspect: ``fluency`` reads the rationale after a neutral prefix; ``naturalness`` after the
+            question, so it asks how natural the text is as an explanation of *this* question.
+        prefix: ``str.format`` pattern with ``{question}``; None picks the aspect's default.
+
+    Blind spots: a small LM's likelihood rewards short, common, repetitive wording (and a
+    rationale that repeats the question); rare names and numbers cost probability whatever the
+    grammar; scores depend on the LM and are only comparable under the same one. Naturalness
+    needs the ``examples`` column for the question; fluency reads only the rationale.
+    """
+
+    uses_gold = False
+    PREFIXES = {"fluency": "Explanation:", "naturalness": "Question: {question}\nExplanation:"}
+
+    def __init__(self, lm: LM, aspect: str = "fluency", prefix: str | None = None):
+        self.lm, self.aspect = lm, aspect
+        self.prefix = prefix if prefix is not None else self.PREFIXES[aspect]
+
+    def __call__(self, prompts, completions, **columns) -> list[float | None]:
+        examples = columns.get("examples")
+        if "{question}" in self.prefix and examples is None:
+            raise ValueError(f"{self.aspect} needs the column examples=[Example, ...]")
+        rows = [i for i, c in enumerate(completions) if c.strip()]
+        prefixes = [
+            self.prefix.format(question=examples[i].question if examples else "") for i in rows
+        ]
+        texts = [f" {completions[i].strip()}\n" for i in rows]
+        logps = self.lm.logprobs(prefixes, texts) if rows else []
+        scores: list[float | None] = [None] * len(completions)
+        for i, text, logp in zip(rows, texts, logps):
+            scores[i] = math.exp(logp / token_count(self.lm, text))
+        return scores
