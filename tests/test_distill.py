@@ -63,6 +63,7 @@ def test_sources_are_cut_from_the_left_targets_from_the_right(cfg_factory):
 @pytest.mark.parametrize("name", ["tiny_llama", "tiny_t5"])
 def test_tiny_student_loss_falls_and_it_generates(cfg_factory, rows_and_examples, tmp_path, name):
     rows, examples = rows_and_examples
+    pl.seed_everything(0)  # batch order: the loss ratio below is then reproducible
     student = tiny_student(cfg_factory, name)
     pairs = training_pairs(rows, examples, instantiate(PROMPTS.rationale))[:4]
     collate = PairCollator(student.tokenizer, student.model.config.is_encoder_decoder, 48, 32)
@@ -76,7 +77,7 @@ def test_tiny_student_loss_falls_and_it_generates(cfg_factory, rows_and_examples
     )  # fmt: skip
     trainer.fit(module, datamodule=MultiHopDataModule(pairs, pairs[:2], collate, batch_size=4))
     after = module(collate(pairs)).item()
-    assert after < 0.65 * before, (before, after)  # measured: 0.53 (llama), < 0.5 (t5)
+    assert after < 0.65 * before, (before, after)  # measured, seed 0: 0.53 (llama), 0.18 (t5)
     [[text]] = student._generate(
         ["Question: q? Rationale:"], GenerationParams(max_new_tokens=4), 1
     )
