@@ -44,12 +44,13 @@ def write(output_dir: str | Path, results: dict, predictions: list[Prediction]) 
 
 def print_table(results: dict, console: Console | None = None) -> None:
     """Print EM and F1 per method, as in the paper's tables."""
+    console = console or Console()
     table = Table(title=f"{results['data']} · n={results['n']} · reader {results['reader']}")
     table.add_column("method")
     table.add_column("EM", justify="right")
     table.add_column("F1", justify="right")
     for name, m in results["methods"].items():
         table.add_row(name, f"{m['em']:.3f}", f"{m['f1']:.3f}")
-    (console or Console()).print(table)
+    console.print(table)
     for note in results.get("notes", {}).values():
-        (console or Console()).print(f"[dim]note: {note}[/dim]")
+        console.print(f"[dim]note: {note}[/dim]")
