@@ -81,6 +81,21 @@ class _EmbeddingScorer:
     def embedder(self) -> Embedder:
         return shared_embedder(self.model_dir, self.batch_size)
 
+    def _mean_best_match(self, rows: list[tuple[list[str], list[str]]]) -> list[float | None]:
+        """Per (sentences, references) row: mean over sentences of the best cosine to a reference.
+
+        None where either side is empty. All texts are embedded in one batched pass first.
+        """
+        self._prefetch([t for sentences, refs in rows for t in sentences + refs])
+        scores = []
+        for sentences, refs in rows:
+            if not sentences or not refs:
+                scores.append(None)
+                continue
+            sim = self.embedder.encode(sentences) @ self.embedder.encode(refs).T  # (S, R)
+            scores.append(_cosine(sim.max(axis=1).mean()))
+        return scores
+
     def _prefetch(self, texts: list[str]) -> None:
         # one batched encode of everything this call needs; the per-row lookups hit the memo
         self.embedder.encode(list(dict.fromkeys(texts)))
@@ -122,15 +137,7 @@ class EmbeddingFactuality(_EmbeddingScorer):
         for example, rationale in zip(examples, completions):
             claims = [s for s in split_sentences(rationale) if not is_conclusion(s)]
             rows.append((claims, self._evidence(example, claims)))
-        self._prefetch([t for claims, evidence in rows for t in claims + evidence])
-        scores = []
-        for claims, evidence in rows:
-            if not claims or not evidence:
-                scores.append(None)
-                continue
-            sim = self.embedder.encode(claims) @ self.embedder.encode(evidence).T  # (C, E)
-            scores.append(_cosine(sim.max(axis=1).mean()))
-        return scores
+        return self._mean_best_match(rows)
 
 
 @register("relevance", "embedding")
@@ -166,15 +173,7 @@ class EmbeddingRelevance(_EmbeddingScorer):
     def __call__(self, prompts, completions, **columns) -> list[float | None]:
         examples = require_examples(columns, completions, "relevance")
         rows = [(split_sentences(c), self._references(ex)) for ex, c in zip(examples, completions)]
-        self._prefetch([t for sentences, refs in rows for t in sentences + refs])
-        scores = []
-        for sentences, refs in rows:
-            if not sentences:
-                scores.append(None)
-                continue
-            sim = self.embedder.encode(sentences) @ self.embedder.encode(refs).T  # (S, R)
-            scores.append(_cosine(sim.max(axis=1).mean()))
-        return scores
+        return self._mean_best_match(rows)
 
 
 @register("coherence", "embedding")
