@@ -43,13 +43,13 @@ def training_pairs(
     """(source, target) texts from kept teacher rows; a second task pair per row if asked."""
     if objective not in ("rationale", "rationale_and_answer"):
         raise ValueError(f"distill.objective must be rationale|rationale_and_answer: {objective}")
+    answer_task = FewShotPrompt(prompt.version, answer_instruction, prompt.template, "")
     pairs = []
     for row in rows:
         example = examples[row["id"]]
         rationale = " ".join(row["rationale"].split())  # one line: the prompt stops at "\n"
         pairs.append((prompt.render(example), " " + rationale))
         if objective == "rationale_and_answer":
-            answer_task = FewShotPrompt(prompt.version, answer_instruction, prompt.template, "")
             pairs.append((answer_task.render(example), " " + example.answer))
     return pairs
 
