@@ -1,16 +1,53 @@
-"""Where each stage keeps what it made, keyed by the config that made it.
+"""Artifact identity: where each stage keeps what it made, and exactly what decides it.
 
-Runs get fresh timestamped Hydra directories, but a stage's artifacts (teacher JSONL, student
-checkpoints) live under ``paths.cache_dir`` in a directory named by a hash of the config nodes
-that determine them. The same command therefore finds and reuses them, and a killed multirun
-restarted with the same command continues where it stopped.
+Runs get fresh timestamped Hydra directories, but a stage's artifacts (teacher rationales,
+student checkpoints and exports) live under ``paths.cache_dir/<stage>/<name>-<key>/``. The key
+is a hash of exactly what determines the output, and of nothing else:
+
+- the training rows themselves (their content, not the config fields that selected them), so
+  evaluation-only fields (``data.limit``, ``data.num_examples``) never retrain anything;
+- the prompt text the stage renders (the whole prompt node, not only its version);
+- every model by content fingerprint (:mod:`lmcot.lm.fingerprint`), never by path;
+- the stage's own config and the trainer settings that change the weights
+  (:data:`WEIGHT_KNOBS`; progress bars, loggers, accelerator and checkpoint paths stay out);
+- the key of the artifact it was made from (teacher -> distill -> refine).
+
+So a sweep over evaluation settings, a moved cache or another machine reuses the same teacher
+file and students. Each artifact directory holds ``manifest.json`` (stage, key, when, the key's
+inputs: why it was reused) and a file lock, so parallel jobs with one key make it once.
 """
 
 import hashlib
 import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
+from filelock import FileLock
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
+
+from lmcot import __version__
+from lmcot.lm.fingerprint import GGUF_REF, model_fingerprint
+
+log = logging.getLogger(__name__)
+DONE = "lmcot_done.json"  # written last into an exported student: the export is complete
+
+# Trainer settings that change the trained weights; the rest (accelerator, progress bar,
+# logging cadence, sanity checks) only change how training is watched or where it runs.
+WEIGHT_KNOBS = (
+    "max_epochs", "max_steps", "min_epochs", "min_steps", "precision", "devices", "num_nodes",
+    "accumulate_grad_batches", "gradient_clip_val", "gradient_clip_algorithm",
+    "limit_train_batches", "limit_val_batches", "val_check_interval", "check_val_every_n_epoch",
+)  # fmt: skip
+# Model-node fields that change no output: where it runs, batching, its response cache.
+MODEL_RUNTIME_FIELDS = (
+    "device", "batch_size", "cache", "write_every", "base_url", "api_key_env", "max_concurrency",
+    "timeout_s", "max_retries", "backoff_s", "max_backoff_s", "trust_remote_code",
+)  # fmt: skip
 
 
 def config_hash(*nodes) -> str:
@@ -26,20 +63,184 @@ def config_hash(*nodes) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def distill_dir(cfg: DictConfig) -> Path:
-    """Checkpoints and exported student of the distillation stage for this config."""
-    from lmcot.teacher import teacher_path  # the student depends on its teacher's rationales
+def model_identity(node: DictConfig) -> dict:
+    """A model config node as the key sees it: content fingerprints instead of paths, and
+    without the fields that change no output (:data:`MODEL_RUNTIME_FIELDS`).
 
-    digest = config_hash(str(teacher_path(cfg)), cfg.student, cfg.distill, cfg.trainer, cfg.seed)
-    return Path(cfg.paths.cache_dir) / "distill" / digest
+    ``name_or_path`` and ``tokenizer`` are read *unresolved*, so a GGUF shipped in a package
+    is named by its file's content without being converted.
+    """
+    raw = OmegaConf.to_container(node, resolve=False)
+    identity = {}
+    for key, value in raw.items():
+        if key in MODEL_RUNTIME_FIELDS:
+            continue
+        if key in ("name_or_path", "tokenizer") and value is not None:
+            if raw.get("model_config") is None or key == "tokenizer":
+                identity[key] = model_fingerprint(_resolve(node, key, value))
+            else:  # random init: the name is only a label, the config decides the weights
+                identity[key] = value
+        else:  # resolved one field at a time: resolving the node would convert the GGUF
+            value = node[key]
+            identity[key] = (
+                OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+            )
+    return identity
 
 
-# stage name -> the directory holding that stage's exported student (``<dir>/student``)
-STUDENT_DIRS = {"distill": distill_dir}
+def _resolve(node: DictConfig, key: str, raw: str) -> str:
+    # the GGUF interpolation stays unresolved (resolving converts the model); others resolve
+    return raw if GGUF_REF.match(str(raw)) else str(node[key])
 
 
-def student_dir(cfg: DictConfig, stage: str) -> Path:
-    """The exported (plain ``from_pretrained``) student that ``stage`` produced."""
-    if stage not in STUDENT_DIRS:
-        raise ValueError(f"no stage {stage!r} produces a student; known: {sorted(STUDENT_DIRS)}")
-    return STUDENT_DIRS[stage](cfg) / "student"
+@lru_cache(maxsize=8)
+def _rows_fingerprint(data_json: str) -> tuple[str, int]:
+    examples = instantiate(OmegaConf.create(json.loads(data_json)), split="train")
+    digest = hashlib.sha256()
+    for ex in examples:
+        row = [ex.id, ex.question, ex.context, ex.answer, ex.aliases, ex.supporting_facts,
+               ex.type]  # fmt: skip
+        digest.update(json.dumps(row, sort_keys=True).encode() + b"\n")
+    return digest.hexdigest()[:16], len(examples)
+
+
+def training_rows(cfg: DictConfig) -> dict:
+    """Fingerprint and size of the training split, by the rows' content (once per process)."""
+    data = OmegaConf.to_container(cfg.data, resolve=True)
+    sha, n = _rows_fingerprint(json.dumps(data, sort_keys=True))
+    return {"sha256": sha, "n": n}
+
+
+def trainer_knobs(cfg: DictConfig) -> dict:
+    """The trainer settings of :data:`WEIGHT_KNOBS` that the config sets."""
+    trainer = OmegaConf.to_container(cfg.trainer, resolve=True)
+    return {k: trainer[k] for k in WEIGHT_KNOBS if k in trainer}
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """One stage's output directory for one key.
+
+    Attributes:
+        stage: ``teacher``, ``distill`` or ``refine``.
+        dir: ``paths.cache_dir/<stage>/<name>-<key>``.
+        key: hash of ``inputs``.
+        inputs: what decides the output (see the module doc); written to the manifest.
+    """
+
+    stage: str
+    dir: Path
+    key: str
+    inputs: dict
+
+    @property
+    def student(self) -> Path:
+        """The exported student (a plain ``from_pretrained`` directory) of a training stage."""
+        return self.dir / "student"
+
+    @property
+    def done(self) -> bool:
+        """A training stage's export is complete (its marker is written last)."""
+        return (self.student / DONE).exists()
+
+    def lock(self) -> FileLock:
+        """Held while the artifact is made: a parallel job with the same key waits, then reuses.
+
+        The lock file lives beside the directory, so a stale directory can be deleted freely.
+        """
+        self.dir.parent.mkdir(parents=True, exist_ok=True)
+        return FileLock(str(self.dir) + ".lock")
+
+    def write_manifest(self, **extra) -> None:
+        """``manifest.json``: what made this artifact, when, and the inputs of its key.
+
+        Written when the artifact is first started; a later call adds ``extra`` (e.g. the
+        metrics of a finished export) and keeps the original creation time.
+        """
+        self.dir.mkdir(parents=True, exist_ok=True)
+        path = self.dir / "manifest.json"
+        if path.exists():
+            extra = {**json.loads(path.read_text()), **extra}
+        manifest = {"stage": self.stage, "key": self.key, "lmcot": __version__,
+                    "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "inputs": self.inputs,
+                    **extra}  # fmt: skip
+        tmp = path.with_name(f"manifest.json.tmp-{os.getpid()}")
+        tmp.write_text(json.dumps(manifest, indent=2, default=str) + "\n")
+        tmp.replace(path)
+
+
+def _artifact(cfg: DictConfig, stage: str, name: str, inputs: dict) -> Artifact:
+    key = config_hash(inputs)
+    return Artifact(stage, Path(cfg.paths.cache_dir) / stage / f"{name}-{key}", key, inputs)
+
+
+def teacher_artifact(cfg: DictConfig) -> Artifact:
+    """The teacher's rationales: training rows, the teacher's config (its prompt text included)
+    and, when the teacher calls one, the reader."""
+    cls = get_class(cfg.teacher._target_)
+    teacher = OmegaConf.to_container(cfg.teacher, resolve=True)
+    teacher.pop("chunk_size", None)  # how often rows are written, not what they are
+    inputs = {"train": training_rows(cfg), "teacher": teacher}
+    if getattr(cls, "needs_reader", True):
+        inputs["reader"] = model_identity(cfg.reader)
+    name = cls.__name__.removesuffix("Teacher").lower()
+    return _artifact(cfg, "teacher", f"{cfg.data._target_.split('.')[-2]}-{name}", inputs)
+
+
+def distill_artifact(cfg: DictConfig) -> Artifact:
+    """The distilled student: its teacher's rationales, the student model, the rationale prompt
+    the student reads, the distillation config and the trainer knobs that change weights."""
+    distill = OmegaConf.to_container(cfg.distill, resolve=True)
+    distill.pop("val_em_limit", None)  # a logged metric; checkpoints are chosen on val/loss
+    inputs = {
+        "teacher": teacher_artifact(cfg).key,
+        "student": model_identity(cfg.student),
+        "prompt": OmegaConf.to_container(cfg.prompts.rationale, resolve=True),
+        "distill": distill,
+        "trainer": trainer_knobs(cfg),
+        "seed": cfg.seed,
+    }
+    return _artifact(cfg, "distill", _model_name(cfg.student), inputs)
+
+
+def refine_artifact(cfg: DictConfig) -> Artifact:
+    """The RL-refined student: its KD student, the algorithm, the reward (aspects, weights,
+    scorers) and the reader that answers for the task reward and the validation EM."""
+    inputs = {
+        "distill": distill_artifact(cfg).key,
+        "refine": OmegaConf.to_container(cfg.refine, resolve=True),
+        "reward": OmegaConf.to_container(cfg.reward, resolve=True),
+        "reader": model_identity(cfg.reader),
+        "prompt": OmegaConf.to_container(cfg.prompts.guided, resolve=True),
+        "trainer": trainer_knobs(cfg),
+        "seed": cfg.seed,
+    }
+    return _artifact(cfg, "refine", _model_name(cfg.student), inputs)
+
+
+def _model_name(node: DictConfig) -> str:
+    raw = str(OmegaConf.to_container(node, resolve=False)["name_or_path"])
+    if match := GGUF_REF.match(raw):
+        raw = match.group(2)
+    return Path(raw).name.split(".")[0].lower()
+
+
+# stage -> its artifact; stages that train export a student into ``<dir>/student``
+ARTIFACTS = {"teacher": teacher_artifact, "distill": distill_artifact, "refine": refine_artifact}
+
+
+def artifact(cfg: DictConfig, stage: str) -> Artifact:
+    """The artifact ``stage`` makes (or made) for ``cfg``."""
+    if stage not in ARTIFACTS:
+        raise ValueError(f"no stage {stage!r} makes an artifact; known: {sorted(ARTIFACTS)}")
+    return ARTIFACTS[stage](cfg)
+
+
+def job_key(cfg: DictConfig) -> str:
+    """Identity of a whole run: its config as written (interpolations unresolved, so nothing is
+    converted or loaded), without where outputs go or how they are logged. ``results.json``
+    records it; a multirun skips a job whose results carry the same key."""
+    plain = OmegaConf.to_container(cfg, resolve=False)
+    for key in ("hydra", "paths", "logger"):
+        plain.pop(key, None)
+    return config_hash(plain)

@@ -10,9 +10,9 @@ answers with the student's current rationales: the number the paper cares about.
 
 import json
 import logging
+import os
+import shutil
 from functools import partial
-from pathlib import Path
-
 import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
@@ -21,9 +21,10 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader
 
 from lmcot import loggers
-from lmcot.artifacts import distill_dir
+from lmcot.artifacts import DONE, Artifact, artifact
 from lmcot.data.example import Example
 from lmcot.lm.base import LM
+from lmcot.lm.fingerprint import path_fingerprint
 from lmcot.lm.hf import HFModel
 from lmcot.metrics import exact_match
 from lmcot.prompts import FewShotPrompt, extract_answer
@@ -211,18 +212,32 @@ def reader_em(
 
 
 def run_distill(cfg: DictConfig) -> dict[str, float]:
-    """Stage entry: fit the student on the teacher JSONL, export it, or reuse the export."""
-    out = distill_dir(cfg)
-    done = out / "student" / "lmcot_distill.json"
-    if done.exists():
-        log.info("distilled student exists, reusing %s", done.parent)
-        return json.loads(done.read_text())
+    """Stage entry: fit the student on the teacher JSONL, export it, or reuse the export.
 
+    Holds the artifact's lock throughout, so parallel jobs with one key train once.
+    """
+    art = artifact(cfg, "distill")
+    with art.lock():
+        if art.done:
+            log.info("distilled student exists, reusing %s (manifest.json says why)", art.student)
+            return json.loads((art.student / DONE).read_text())
+        art.write_manifest()
+        return _distill(cfg, art)
+
+
+def _distill(cfg: DictConfig, art: Artifact) -> dict[str, float]:
+    out = art.dir
+    examples = {ex.id: ex for ex in instantiate(cfg.data, split="train")}
     store = RationaleStore(teacher_path(cfg))
+    unfinished = len(set(examples) - store.done_ids())
+    if unfinished:  # a killed teacher leaves a partial file: never train on it for good
+        raise RuntimeError(
+            f"{store.path} lacks {unfinished} of {len(examples)} training questions (the teacher "
+            "stage was interrupted or has not run): run it first, e.g. stages=[teacher,distill]"
+        )
     rows = store.kept()
     if not rows:
-        raise RuntimeError(f"{store.path} has no kept rationales: run the teacher stage first")
-    examples = {ex.id: ex for ex in instantiate(cfg.data, split="train")}
+        raise RuntimeError(f"{store.path} has no kept rationales: distillation has nothing to learn")
     missing = sorted({r["id"] for r in rows} - set(examples))
     if missing:
         raise RuntimeError(f"{store.path} has ids not in the training data, e.g. {missing[:3]}")
@@ -259,7 +274,7 @@ def run_distill(cfg: DictConfig) -> dict[str, float]:
     )
     checkpoints = ModelCheckpoint(dirpath=out / "checkpoints", filename="best",
                                   monitor="val/loss", save_last=True)  # fmt: skip
-    run_loggers = loggers.instantiate_loggers(cfg.get("logger"))
+    run_loggers = loggers.instantiate_loggers(cfg.get("logger"), stage="distill")
     loggers.log_safely(run_loggers, "log_hyperparams", loggers.hparams(cfg))
     trainer: pl.Trainer = instantiate(
         cfg.trainer, default_root_dir=out, callbacks=[checkpoints], logger=run_loggers or False
@@ -272,15 +287,25 @@ def run_distill(cfg: DictConfig) -> dict[str, float]:
     if best:  # export the best weights, not the last
         state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
         module.load_state_dict(state, strict=not module.lora)
-    export(student, out / "student", metrics)
-    log.info("distilled student exported to %s", out / "student")
-    return {f"distill/{k.replace('/', '_')}": v for k, v in metrics.items()}
+    metrics = {f"distill/{k.replace('/', '_')}": v for k, v in metrics.items()}
+    if trainer.is_global_zero:  # one writer under DDP/FSDP
+        export(student, art, metrics)
+        log.info("distilled student exported to %s", art.student)
+    return metrics
 
 
-def export(student: HFModel, target: Path, metrics: dict) -> None:
-    """Save the student as a plain transformers directory (LoRA merged), then mark it done."""
+def export(student: HFModel, art: Artifact, metrics: dict) -> None:
+    """Save the student as a plain transformers directory (LoRA merged), then mark it done.
+
+    Written beside the target and renamed into place, so a kill never leaves a half-written
+    student; the marker inside is written last of all.
+    """
     model = student.model.merge_and_unload() if student.lora else student.model
-    model.save_pretrained(target)
-    student.tokenizer.save_pretrained(target)
-    # written last: a directory without it is an interrupted export and is redone
-    (target / "lmcot_distill.json").write_text(json.dumps(metrics, indent=2))
+    partial = art.dir / f"student.partial-{os.getpid()}"
+    shutil.rmtree(partial, ignore_errors=True)
+    model.save_pretrained(partial)
+    student.tokenizer.save_pretrained(partial)
+    shutil.rmtree(art.student, ignore_errors=True)  # an interrupted earlier export
+    partial.rename(art.student)
+    art.write_manifest(metrics=metrics, student_fingerprint=path_fingerprint(art.student))
+    (art.student / DONE).write_text(json.dumps(metrics, indent=2))

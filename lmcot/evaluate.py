@@ -7,29 +7,51 @@ stage exported. All LM calls go through caches, so re-running an evaluation cost
 """
 
 import logging
+from pathlib import Path
 
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from lmcot import loggers, results
-from lmcot.artifacts import student_dir
+from lmcot.artifacts import DONE, Artifact, artifact, job_key
 from lmcot.lm.base import LM
 
 log = logging.getLogger(__name__)
 
 
-def load_student(cfg: DictConfig, stage: str) -> LM:
-    """The student exported by ``stage``, as a cached LM (its directory names it in the key)."""
-    path = student_dir(cfg, stage)
-    if not path.exists():
-        raise FileNotFoundError(
-            f"no {stage} student for this config at {path}: run `python train.py` with the same "
-            f"overrides and '{stage}' in stages first"
-        )
+def load_student(cfg: DictConfig, stage: str, path: str | None = None) -> LM:
+    """The student ``stage`` exported for this config, or the one at ``path`` when given.
+
+    The student's response cache names it by content fingerprint, so a re-exported student
+    never inherits another's rationales.
+    """
+    if path is None:
+        if stage not in cfg:
+            raise ValueError(f"this config has no {stage} stage to take a student from: "
+                             "name the student directory with student_path=DIR")  # fmt: skip
+        art = artifact(cfg, stage)
+        if not art.done:
+            raise FileNotFoundError(
+                f"no finished {stage} student for this config at {art.student}: run "
+                f"`python train.py` with the same overrides and '{stage}' in stages, or name a "
+                f"student directory with student_path=DIR{_siblings(art)}"
+            )
+        path = art.student
+    elif not Path(path, "config.json").exists():
+        raise FileNotFoundError(f"student_path={path} is not a transformers model directory")
     return instantiate(
         cfg.student, name_or_path=str(path), tokenizer=None, model_config=None, lora=None,
         cache=f"{cfg.paths.cache_dir}/student.sqlite",
     )  # fmt: skip
+
+
+def _siblings(art: Artifact) -> str:
+    # finished students of the same stage under other keys: what the user may have meant
+    done = sorted(p.parent for p in art.dir.parent.glob(f"*/student/{DONE}"))
+    if not done:
+        return ""
+    listed = "\n  ".join(str(p) for p in done[-5:])
+    return f"; finished {art.stage} students in this cache (see their manifest.json):\n  {listed}"
 
 
 def build_methods(cfg: DictConfig, reader: LM) -> dict:
@@ -39,7 +61,7 @@ def build_methods(cfg: DictConfig, reader: LM) -> dict:
         if "student_stage" not in node:
             methods[name] = instantiate(node)
             continue
-        student = load_student(cfg, node.student_stage)
+        student = load_student(cfg, node.student_stage, node.get("student_path"))
         for decoding_node in cfg.decoding.values():
             extra = {}
             if getattr(get_class(decoding_node._target_), "needs_registry", False):
@@ -50,8 +72,8 @@ def build_methods(cfg: DictConfig, reader: LM) -> dict:
 
 
 def rationale_quality(cfg: DictConfig, reader: LM, examples: list, predictions: list) -> tuple:
-    """Mean of every reward aspect per method that wrote rationales, and the per-row scores."""
-    registry = instantiate(cfg.reward, lm=reader)
+    """Mean of every ``quality`` aspect per method that wrote rationales, and per-row scores."""
+    registry = instantiate(cfg.quality, lm=reader)
     by_id = {ex.id: ex for ex in examples}
     means, rows = {}, []
     for method in dict.fromkeys(p.method for p in predictions if p.rationale is not None):
@@ -82,6 +104,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         "reader_calls": reader.backend_calls,
         "methods": results.summarize(predictions),
         "notes": OmegaConf.to_container(cfg.notes),
+        "job_key": job_key(cfg),
     }
     quality_rows = []
     if cfg.evaluate.rationale_quality:
@@ -94,7 +117,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         for name, m in summary["methods"].items()
         for metric in ("em", "f1")
     }
-    run_loggers = loggers.instantiate_loggers(cfg.get("logger"))
+    run_loggers = loggers.instantiate_loggers(cfg.get("logger"), stage="evaluate")
     loggers.log_safely(run_loggers, "log_hyperparams", loggers.hparams(cfg))
     loggers.log_safely(run_loggers, "log_metrics", metrics)
     loggers.log_safely(

@@ -7,6 +7,7 @@ the evaluation stage calls them directly through ``log_safely``.
 import logging
 import os
 
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import Logger, WandbLogger
@@ -14,15 +15,25 @@ from pytorch_lightning.loggers import Logger, WandbLogger
 log = logging.getLogger(__name__)
 
 
-def wandb_logger(**kwargs) -> WandbLogger:
+def wandb_logger(tags: list[str] | tuple = (), **kwargs) -> WandbLogger:
     """A ``WandbLogger`` that stays offline unless the environment asks for online.
 
     Online needs ``WANDB_MODE=online`` or an API key in ``WANDB_API_KEY``; the key is read by
-    wandb from the environment and never passes through our config.
+    wandb from the environment and never passes through our config. The run is tagged with
+    the config's group choices (``student=flan_t5_large``, ...), so W&B's UI filters by them.
     """
     if "WANDB_MODE" not in os.environ and "WANDB_API_KEY" not in os.environ:
         os.environ["WANDB_MODE"] = "offline"
-    return WandbLogger(**kwargs)
+    return WandbLogger(tags=[*tags, *choice_tags()], **kwargs)
+
+
+def choice_tags() -> list[str]:
+    """``group=choice`` for every config group this run chose (Hydra's own groups left out)."""
+    if not HydraConfig.initialized():
+        return []
+    choices = HydraConfig.get().runtime.choices
+    return [f"{group}={choice}" for group, choice in choices.items()
+            if choice and not group.startswith("hydra")]  # fmt: skip
 
 
 def hparams(cfg: DictConfig) -> dict:
@@ -37,12 +48,15 @@ def hparams(cfg: DictConfig) -> dict:
     }
 
 
-def instantiate_loggers(cfg: DictConfig | None) -> list[Logger]:
-    """Build every logger of the ``logger`` group; one that fails to start is skipped."""
+def instantiate_loggers(cfg: DictConfig | None, stage: str | None = None) -> list[Logger]:
+    """Build every logger of the ``logger`` group; one that fails to start is skipped.
+
+    ``stage`` fills the ``job_type`` of loggers that have one (W&B: one run per stage of a job).
+    """
     loggers = []
     for name, node in (cfg or {}).items():
         try:
-            loggers.append(instantiate(node))
+            loggers.append(instantiate(node, **({"job_type": stage} if "job_type" in node else {})))
         except Exception as e:  # a logger is never worth losing a run for
             log.warning("logger %s could not start and is skipped: %s", name, e)
     return loggers

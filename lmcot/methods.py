@@ -72,6 +72,7 @@ class LMGuided:
         rationale_prompt: the student's input.
         prompt: the reader's LM-guided answering prompt.
         student_stage: which stage's student writes: ``distill`` (KD) or ``refine`` (KD + RL).
+        student_path: a student directory to use instead of that stage's export.
     """
 
     def __init__(
@@ -81,10 +82,11 @@ class LMGuided:
         prompt: FewShotPrompt,
         student: LM | None = None,
         student_stage: str = "distill",
+        student_path: str | None = None,
     ):
         self.student, self.decoding = student, decoding
         self.rationale_prompt, self.prompt = rationale_prompt, prompt
-        self.student_stage = student_stage
+        self.student_stage, self.student_path = student_stage, student_path
 
     def __call__(self, name: str, examples: list[Example], reader: LM) -> list[Prediction]:
         def read(rationales: list[list[str]]) -> list[list[str]]:

@@ -1,30 +1,108 @@
-"""What every entry point does around its stage: seed, log a crash, say where outputs went."""
+"""What every entry point does around its stage: seed, skip a finished sweep job, keep a
+multirun going past a failed job, and say where outputs went."""
 
 import functools
+import json
 import logging
+import os
+import time
+import traceback
+from pathlib import Path
 
+from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 from omegaconf import DictConfig
 from pytorch_lightning import seed_everything
+from rich.console import Console
+from rich.table import Table
+
+from lmcot.artifacts import job_key
 
 log = logging.getLogger(__name__)
+ERROR_FILE = "error.txt"  # a failed multirun job's traceback, in its output dir
+
+
+def _multirun() -> bool:
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def finished_metrics(output_dir: str | Path, key: str) -> dict[str, float] | None:
+    """The metrics of a job that already finished in ``output_dir`` with the same job key."""
+    path = Path(output_dir) / "results.json"
+    if not path.exists():
+        return None
+    results = json.loads(path.read_text())
+    if results.get("job_key") != key:
+        return None
+    return {
+        f"test/{name}/{metric}": m[metric]
+        for name, m in results["methods"].items()
+        for metric in ("em", "f1")
+    }
 
 
 def task_wrapper(task):
     """Seed from ``cfg.seed``, run ``task(cfg)``, log any exception, always print the output dir.
 
-    The exception is re-raised, so a single run fails loudly; in a multirun Hydra records the
-    failed job and the output dir says where its partial artifacts (cache, JSONL) are.
+    In a multirun, a job whose ``results.json`` holds the same job key is skipped (re-running a
+    sweep command redoes only missing or failed jobs), and a failing job writes its traceback
+    to ``error.txt`` and returns None, so the other jobs go on and :class:`SweepSummary` lists
+    it at the end. A single run fails loudly.
     """
 
     @functools.wraps(task)
     def wrapped(cfg: DictConfig):
         seed_everything(cfg.seed, workers=True, verbose=False)
+        out = Path(cfg.paths.output_dir)
+        multirun = _multirun()
         try:
+            if multirun and (done := finished_metrics(out, job_key(cfg))) is not None:
+                log.info("job already finished with this config, skipping: %s", out)
+                return done
+            (out / ERROR_FILE).unlink(missing_ok=True)
             return task(cfg)
         except Exception:
             log.exception("%s failed", task.__name__)
-            raise
+            if not multirun:
+                raise
+            out.mkdir(parents=True, exist_ok=True)
+            (out / ERROR_FILE).write_text(traceback.format_exc())
+            return None
         finally:
-            log.info("output dir: %s", cfg.paths.output_dir)
+            log.info("output dir: %s", out)
 
     return wrapped
+
+
+class SweepSummary(Callback):
+    """Groups a multirun's W&B runs (sweep name + start time, through ``LMCOT_SWEEP_GROUP``,
+    which launched jobs inherit), and at its end prints one line per job (done, failed with its
+    error, or missing) and exits non-zero when a job failed, so scripts and CI notice."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        name = config.get("sweep") or config.get("task_name", "multirun")
+        os.environ.setdefault("LMCOT_SWEEP_GROUP", f"{name}-{time.strftime('%Y%m%d-%H%M%S')}")
+
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        jobs = sorted(p for p in sweep_dir.iterdir() if (p / ".hydra").is_dir())
+        table = Table(title=f"multirun {sweep_dir}")
+        for column in ("job", "status", "error"):
+            table.add_column(column, overflow="fold")
+        failed = []
+        for job in jobs:
+            if (job / ERROR_FILE).exists():
+                last = (job / ERROR_FILE).read_text().strip().splitlines()[-1]
+                failed.append(job)
+                table.add_row(str(job), "[red]failed[/red]", last)
+            elif (job / "results.json").exists():
+                table.add_row(str(job), "[green]done[/green]", "")
+            else:
+                table.add_row(str(job), "[yellow]missing[/yellow]", "")
+        Console().print(table)
+        if failed:
+            raise RuntimeError(
+                f"{len(failed)} of {len(jobs)} jobs failed (tracebacks in their {ERROR_FILE}); "
+                "re-run the same command to redo only those"
+            )

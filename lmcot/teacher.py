@@ -9,32 +9,30 @@ Two teachers with one calling shape, ``teacher(examples, reader) -> Iterator[dic
 A row is one (example id, sample index): ``{"id", "sample", "rationale", "answer", "gold",
 "correct", "kept", "teacher", "model", "prompt_version"}``. ``RationaleStore`` writes the rows one
 chunk of examples at a time, flushed and fsynced, so a kill (Ctrl-C, kill -9) loses at most the
-chunk in flight and a re-run does only the examples not yet done. The file name hashes the config
-that produced it (``teacher_path``): the same config reuses the file, any change starts a new one.
+chunk in flight and a re-run does only the examples not yet done. The file lives in the teacher's
+artifact directory (:mod:`lmcot.artifacts`): the same rows, teacher and reader reuse it.
 """
 
-import fcntl
 import json
 import logging
 import os
-import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
-from hydra.utils import get_class, instantiate
-from omegaconf import DictConfig, OmegaConf
+from hydra.utils import instantiate
+from omegaconf import DictConfig
 from rich.console import Console
 
-from lmcot.artifacts import config_hash
+from lmcot.artifacts import artifact
 from lmcot.data.example import Example
 from lmcot.lm.base import LM
 from lmcot.metrics import exact_match
 from lmcot.prompts import FewShotPrompt, split_rationale
 
 log = logging.getLogger(__name__)
+RATIONALES = "rationales.jsonl"  # the teacher artifact's file
 
 
 def _chunks(items: list, size: int) -> Iterator[list]:
@@ -332,39 +330,9 @@ def fill(store: RationaleStore, teacher, examples: list[Example], reader: LM | N
     return written
 
 
-def _snake(name: str) -> str:
-    """File-name form of a teacher class name.
-
-    >>> _snake("SupportingFactsTeacher"), _snake("LLMTeacher")
-    ('supporting_facts', 'llm')
-    """
-    return re.sub(r"(?<=[a-z])(?=[A-Z])", "_", name.removesuffix("Teacher")).lower()
-
-
 def teacher_path(cfg: DictConfig) -> Path:
-    """``{paths.cache_dir}/teacher/<data>-<teacher>-<hash>.jsonl`` for this config.
-
-    The hash (:func:`~lmcot.artifacts.config_hash`) covers ``data``, ``teacher``, ``reader``
-    (only when the teacher calls one) and ``prompts.version``: the same config finds the same
-    file in every run, and any change to them names a new one.
-    """
-    cls = get_class(cfg.teacher._target_)
-    parts = [cfg.data, cfg.teacher, OmegaConf.select(cfg, "prompts.version")]
-    if getattr(cls, "needs_reader", True):
-        parts.append(cfg.reader)
-    digest = config_hash(*parts)
-    data = cfg.data._target_.split(".")
-    name = f"{data[-2] if len(data) > 1 else data[0]}-{_snake(cls.__name__)}"
-    return Path(cfg.paths.cache_dir) / "teacher" / f"{name}-{digest}.jsonl"
-
-
-@contextmanager
-def _locked(path: Path):
-    # one writer per file: parallel multirun jobs with one teacher config wait, then reuse it
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(path.name + ".lock"), "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        yield
+    """The rationale JSONL of ``cfg``'s teacher artifact (keyed in :mod:`lmcot.artifacts`)."""
+    return artifact(cfg, "teacher").dir / RATIONALES
 
 
 def run_teacher(cfg: DictConfig) -> dict[str, float]:
@@ -377,8 +345,10 @@ def run_teacher(cfg: DictConfig) -> dict[str, float]:
     if not examples:
         raise ValueError(f"data config {cfg.data._target_} produced no training examples")
     teacher = instantiate(cfg.teacher)
-    path = teacher_path(cfg)
-    with _locked(path):
+    art = artifact(cfg, "teacher")
+    path = art.dir / RATIONALES
+    with art.lock():
+        art.write_manifest()
         store = RationaleStore(path, samples_per_id=getattr(teacher, "num_samples", 1))
         pending = store.pending(examples)
         if pending:

@@ -14,7 +14,7 @@ PROMPTS = OmegaConf.load("conf/prompts/v1.yaml")
 
 
 def tiny_student(cfg_factory, name):
-    return instantiate(cfg_factory(f"+student={name}").student)
+    return instantiate(cfg_factory(f"student={name}").student)
 
 
 @pytest.fixture
@@ -87,7 +87,7 @@ def test_tiny_student_loss_falls_and_it_generates(cfg_factory, rows_and_examples
 def test_lora_student_trains_adapters_only(cfg_factory):
     student = instantiate(
         cfg_factory(
-            "+student=tiny_llama",
+            "student=tiny_llama",
             "+student.lora={r: 4, lora_alpha: 8, target_modules: [q_proj, v_proj]}",
         ).student
     )

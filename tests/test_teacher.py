@@ -219,9 +219,8 @@ def test_run_teacher_writes_once_then_reuses(tmp_path):
     assert metrics["teacher/rows"] == 18 and metrics["teacher/kept"] == 4
     assert metrics["teacher/kept_fraction"] == pytest.approx(4 / 6)  # t1, t2, t4, t5
     path = teacher_path(cfg)
-    assert path.parent == tmp_path / "cache" / "teacher" and path.name.startswith(
-        f"{__name__}-llm-"
-    )
+    assert path.parent.parent == tmp_path / "cache" / "teacher"
+    assert path.parent.name.startswith(f"{__name__}-llm-")
     rows = RationaleStore(path, 3).rows()
     assert len(rows) == 18 and len(set(keys(rows))) == 18
 
@@ -253,10 +252,14 @@ def test_teacher_path_follows_the_config_that_matters(tmp_path):
     path = teacher_path(cfg)
     assert teacher_path(make_cfg(tmp_path)) == path  # same config, same file in any run
     changes = ["teacher.num_samples=3", "teacher.keep=all", "seed=1", "data.n=7",
-               "reader.cache=other.sqlite", "prompts.version=v2"]  # fmt: skip
+               "reader.name_or_path=other-model", "prompts.version=v2",
+               "prompts.cot.instruction=Think."]  # fmt: skip
     for change in changes:
         changed = OmegaConf.merge(make_cfg(tmp_path), OmegaConf.from_dotlist([change]))
         assert teacher_path(changed) != path, change
+    moved = make_cfg(tmp_path)  # where caches lie is no part of what the rationales are
+    moved.reader.cache = "other.sqlite"
+    assert teacher_path(moved) == path
 
     facts = teacher_path(make_cfg(tmp_path, teacher="supporting_facts"))
     other_reader = make_cfg(tmp_path, teacher="supporting_facts")

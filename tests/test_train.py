@@ -8,7 +8,7 @@ from conftest import compose_cfg
 from hydra.core.hydra_config import HydraConfig
 
 import lmcot.distill
-from lmcot.artifacts import distill_dir
+from lmcot.artifacts import DONE, artifact
 from lmcot.teacher import teacher_path
 from train import train
 
@@ -40,7 +40,7 @@ def test_rerun_reuses_teacher_checkpoint_and_caches(trained, monkeypatch):
     HydraConfig().set_config(cfg)
     teacher_file = teacher_path(cfg)
     before = teacher_file.read_text()
-    export = distill_dir(cfg) / "student" / "model.safetensors"
+    export = artifact(cfg, "distill").student / "model.safetensors"
     mtime = export.stat().st_mtime_ns
 
     def no_fit(*args, **kwargs):
@@ -57,7 +57,7 @@ def test_rerun_reuses_teacher_checkpoint_and_caches(trained, monkeypatch):
 
 def test_rationale_quality_and_top_quality_are_reported(trained, tmp_path_factory):
     cfg, _ = trained
-    cheap = "reward.aspects=[relevance,readability,task]"
+    cheap = "quality.aspects=[relevance,readability,task]"
     again = compose_cfg(
         Path(cfg.paths.cache_dir).parent, *TINY, "stages=[evaluate]",
         "decoding=[greedy,top_quality]", "decoding.top_quality.num_samples=2",
@@ -82,8 +82,8 @@ def test_interrupted_distillation_resumes_from_the_last_checkpoint(cfg_factory, 
     monkeypatch.setattr(lmcot.distill, "export", crash)
     with pytest.raises(KeyboardInterrupt):
         train(cfg)
-    last = distill_dir(cfg) / "checkpoints" / "last.ckpt"
-    assert last.exists() and not (distill_dir(cfg) / "student").exists()
+    last = artifact(cfg, "distill").dir / "checkpoints" / "last.ckpt"
+    assert last.exists() and not (artifact(cfg, "distill").student).exists()
     monkeypatch.undo()
 
     steps = []
@@ -92,7 +92,7 @@ def test_interrupted_distillation_resumes_from_the_last_checkpoint(cfg_factory, 
     )
     train(cfg)  # resumes at the end of the finished epoch: nothing left to train
     assert steps == []
-    assert (distill_dir(cfg) / "student" / "lmcot_distill.json").exists()
+    assert (artifact(cfg, "distill").student / DONE).exists()
 
 
 def test_seq2seq_student_trains_and_guides(cfg_factory):

@@ -7,6 +7,9 @@ A ``model_config`` node builds a randomly initialised model instead of loading o
 offline students of tests and smoke runs.
 """
 
+import functools
+import hashlib
+import json
 import logging
 
 import torch
@@ -18,6 +21,7 @@ from transformers import (
 )
 
 from lmcot.lm.base import LM, GenerationParams, cut_at_stop
+from lmcot.lm.fingerprint import model_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -73,10 +77,21 @@ class HFModel(LM):
         self.trust_remote_code = trust_remote_code
         self._model = self._tokenizer = None
 
-    @property
+    @functools.cached_property
     def cache_id(self) -> str:
-        init = f":random-init-{self.seed}" if self.model_config is not None else ""
-        return f"hf:{self.name_or_path}{init}:{self.dtype}:chat={self.chat_template}"
+        """Names the model by content (``lmcot.lm.fingerprint``), never by where it lies."""
+        if self.model_config is None:
+            model = model_fingerprint(self.name_or_path)
+        else:  # random weights: the architecture, the seed and the tokenizer decide them
+            arch = self.model_config
+            arch = arch.to_dict() if hasattr(arch, "to_dict") else dict(arch)
+            arch.pop("transformers_version", None)
+            arch_id = hashlib.sha256(json.dumps(arch, sort_keys=True, default=str).encode())
+            model = (
+                f"{self.name_or_path}:random-init-{self.seed}-{arch_id.hexdigest()[:12]}"
+                f":tok-{model_fingerprint(self.tokenizer_path)}"
+            )
+        return f"hf:{model}:{self.dtype}:chat={self.chat_template}"
 
     @property
     def model(self):
