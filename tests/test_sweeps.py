@@ -1,0 +1,105 @@
+"""Named sweeps: each composes, expands to the expected jobs, and a multirun survives."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import REPO, compose_cfg
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper  # isort: skip
+
+SWEEPS = sorted(p.stem for p in (REPO / "sweeps").glob("*.yaml"))
+
+
+def jobs(cfg, *cli: str) -> list[list[str]]:
+    """The override lists a basic sweeper would launch for this config (nothing runs)."""
+    params = OmegaConf.to_container(cfg.hydra.sweeper.params)
+    parsed = OverridesParser.create().parse_overrides(
+        [*cli, *(f"{k}={v}" for k, v in params.items())]
+    )
+    (batch,) = BasicSweeper.split_arguments(parsed, None)
+    return batch
+
+
+def test_every_sweep_is_a_config_of_the_sweeps_group():
+    assert {"aspects", "decoding", "model_sizes", "paper", "smoke"} <= set(SWEEPS)
+    assert (REPO / "conf" / "sweeps").resolve() == (REPO / "sweeps").resolve()
+
+
+@pytest.mark.parametrize(
+    "name,count,example",
+    [
+        ("aspects", 11, "reward.aspects=[task]"),
+        ("decoding", 3, "decoding.sc.num_samples=10"),
+        ("model_sizes", 5, "student=flan_t5_xl"),
+        ("paper", 6, "experiment=paper_2wiki"),
+        ("smoke", 4, "reward.aspects=[readability,relevance]"),
+    ],
+)
+def test_sweep_composes_and_expands(tmp_path, name, count, example):
+    cfg = compose_cfg(tmp_path, f"sweeps={name}", config_name="train")
+    assert cfg.sweep == name and "refine" in cfg.stages
+    expanded = jobs(cfg)
+    assert len(expanded) == count and any(example in job for job in expanded)
+    for job in expanded:  # every job composes
+        compose_cfg(tmp_path, f"sweeps={name}", *job, config_name="train")
+
+
+def test_a_sweep_narrows_from_the_command_line(tmp_path):
+    cfg = compose_cfg(tmp_path, "sweeps=decoding", config_name="train")
+    assert len(jobs(cfg, "decoding.sc.num_samples=3,5")) == 2  # the CLI wins over the file
+
+
+def test_aspect_sweep_rl_reward_varies_while_quality_stays_whole(tmp_path):
+    cfg = compose_cfg(tmp_path, "sweeps=aspects", "reward.aspects=[fluency]", config_name="train")
+    assert list(cfg.reward.aspects) == ["fluency"] and "task" in cfg.quality.aspects
+    assert cfg.evaluate.rationale_quality
+
+
+def test_slurm_launcher_composes_to_executor_parameters(tmp_path):
+    cfg = compose_cfg(tmp_path, "sweeps=paper", "hydra/launcher=slurm",
+                      "hydra.launcher.partition=gpu", config_name="train")  # fmt: skip
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert (launcher.partition, launcher.gpus_per_node, launcher.max_num_timeout) == ("gpu", 1, 3)
+    assert launcher.array_parallelism == 8
+    built = instantiate(launcher)
+    assert built.params["timeout_min"] == 720 and built.params["partition"] == "gpu"
+
+
+def run_sweep(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
+    cmd = [sys.executable, str(REPO / "train.py"), "-m", "sweeps=smoke",
+           f"paths.cache_dir={tmp_path / 'cache'}", "hydra.job_logging.root.level=INFO", *extra]
+    # from another working directory: the sweep must not depend on the repository root
+    return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=1200)  # fmt: skip
+
+
+@pytest.mark.slow
+def test_smoke_multirun_shares_stages_skips_finished_jobs_and_lists_failures(tmp_path):
+    first = run_sweep(tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    log = first.stdout + first.stderr
+    job_dirs = [p for p in (tmp_path / "outputs" / "sweeps" / "smoke").iterdir() if p.is_dir()]
+    assert len(job_dirs) == 4 and all((p / "results.json").exists() for p in job_dirs)
+    assert log.count("teacher: 12 of 12 questions to do") == 1  # one teacher file for 4 jobs
+    assert log.count("distilled student exported") == 1  # one KD student for 4 jobs
+    results = json.loads((job_dirs[0] / "results.json").read_text())
+    assert {"lm_guided_kd", "lm_guided_rl", "lm_guided_rl_sc"} <= set(results["methods"])
+
+    again = run_sweep(tmp_path)
+    assert again.returncode == 0
+    assert (again.stdout + again.stderr).count("job already finished") == 4
+
+    broken = run_sweep(tmp_path, "reward.aspects=[readability],[no_such_aspect]")
+    out = broken.stdout + broken.stderr
+    assert broken.returncode != 0 and "2 of 6 jobs failed" in out
+    assert "failed" in out and "no_such_aspect" in out
+    assert out.count("job already finished") == 2  # [readability] x k=2,3 were done
