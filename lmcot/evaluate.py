@@ -80,7 +80,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         "reader": reader.cache_id,
         "prompt_version": cfg.prompts.version,
         "reader_calls": reader.backend_calls,
-        "methods": results.summarize(predictions),
+        "methods": results.summarize(predictions, seed=cfg.seed),
         "notes": OmegaConf.to_container(cfg.notes),
     }
     quality_rows = []
@@ -92,8 +92,10 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     metrics = {
         f"test/{name}/{metric}": m[metric]
         for name, m in summary["methods"].items()
-        for metric in ("em", "f1")
+        for metric in ("em", "f1", "empty")
     }
+    for name, m in summary["methods"].items():
+        metrics[f"test/{name}/em_ci_low"], metrics[f"test/{name}/em_ci_high"] = m["em_ci"]
     run_loggers = loggers.instantiate_loggers(cfg.get("logger"))
     loggers.log_safely(run_loggers, "log_hyperparams", loggers.hparams(cfg))
     loggers.log_safely(run_loggers, "log_metrics", metrics)
