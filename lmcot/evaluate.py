@@ -11,7 +11,7 @@ import logging
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from lmcot import loggers, results
+from lmcot import diagnostics, loggers, results
 from lmcot.artifacts import student_dir
 from lmcot.lm.base import LM
 
@@ -82,6 +82,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         "reader_calls": reader.backend_calls,
         "methods": results.summarize(predictions, seed=cfg.seed),
         "notes": OmegaConf.to_container(cfg.notes),
+        "diagnostics": diagnostics.diagnose(predictions),
     }
     quality_rows = []
     if cfg.evaluate.rationale_quality:
@@ -89,6 +90,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     path = results.write(cfg.paths.output_dir, summary, predictions)
     log.info("wrote %s", path)
     results.print_table(summary)
+    diagnostics.print_table(summary["diagnostics"])
     metrics = {
         f"test/{name}/{metric}": m[metric]
         for name, m in summary["methods"].items()
