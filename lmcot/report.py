@@ -98,7 +98,7 @@ class Job:
 
     @property
     def dataset(self) -> str:
-        return self.results["data"]
+        return self.results.get("data", "?")
 
     @property
     def seed(self):
