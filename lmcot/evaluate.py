@@ -12,7 +12,7 @@ from pathlib import Path
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from lmcot import loggers, results
+from lmcot import diagnostics, loggers, results
 from lmcot.artifacts import DONE, Artifact, artifact, job_key
 from lmcot.lm.base import LM
 
@@ -102,8 +102,9 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         "reader": reader.cache_id,
         "prompt_version": cfg.prompts.version,
         "reader_calls": reader.backend_calls,
-        "methods": results.summarize(predictions),
+        "methods": results.summarize(predictions, seed=cfg.seed),
         "notes": OmegaConf.to_container(cfg.notes),
+        "diagnostics": diagnostics.diagnose(predictions),
         "job_key": job_key(cfg),
     }
     quality_rows = []
@@ -112,11 +113,14 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     path = results.write(cfg.paths.output_dir, summary, predictions)
     log.info("wrote %s", path)
     results.print_table(summary)
+    diagnostics.print_table(summary["diagnostics"])
     metrics = {
         f"test/{name}/{metric}": m[metric]
         for name, m in summary["methods"].items()
-        for metric in ("em", "f1")
+        for metric in ("em", "f1", "empty")
     }
+    for name, m in summary["methods"].items():
+        metrics[f"test/{name}/em_ci_low"], metrics[f"test/{name}/em_ci_high"] = m["em_ci"]
     run_loggers = loggers.instantiate_loggers(cfg.get("logger"), stage="evaluate")
     loggers.log_safely(run_loggers, "log_hyperparams", loggers.hparams(cfg))
     loggers.log_safely(run_loggers, "log_metrics", metrics)

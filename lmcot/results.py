@@ -1,7 +1,11 @@
 """What a run leaves behind: ``results.json``, ``predictions.jsonl`` and a table on screen.
 
 ``results.json`` has a stable core (DESIGN.md §4): ``n`` and ``methods.<name>.em|f1|n``;
-``report`` gathers these files across a multirun.
+``report`` gathers these files across a multirun. Beside the core each method carries
+``em_ci`` (percentile bootstrap 95% interval), ``empty`` (answers that normalise to nothing: a
+formatting failure of the reader, otherwise silent) and ``vs_standard`` (paired difference of EM
+to standard prompting over the same questions, with its interval), so that no ordering is read
+off numbers that the data does not separate.
 """
 
 import json
@@ -13,21 +17,39 @@ from rich.console import Console
 from rich.table import Table
 
 from lmcot.methods import Prediction
+from lmcot.metrics import normalize_answer
+from lmcot.stats import NUM_RESAMPLES, bootstrap_ci, paired_bootstrap_diff
+
+BASELINE = "standard"  # every other method's EM is compared with it, paired by example id
 
 
-def summarize(predictions: list[Prediction]) -> dict:
-    """Mean EM and F1 per method, in the order methods first appear."""
+def summarize(
+    predictions: list[Prediction], seed: int = 0, num_resamples: int = NUM_RESAMPLES
+) -> dict:
+    """EM (with interval), F1, empty answers and the difference to standard, per method.
+
+    Methods keep the order in which they first appear.
+    """
     by_method: dict[str, list[Prediction]] = defaultdict(list)
     for p in predictions:
         by_method[p.method].append(p)
-    return {
-        name: {
+    em_by_id = {name: {p.id: p.em for p in preds} for name, preds in by_method.items()}
+    summary = {}
+    for name, preds in by_method.items():
+        m = {
             "em": sum(p.em for p in preds) / len(preds),
             "f1": sum(p.f1 for p in preds) / len(preds),
             "n": len(preds),
+            "em_ci": list(bootstrap_ci([p.em for p in preds], num_resamples, seed)),
+            "empty": sum(not normalize_answer(p.prediction) for p in preds),
         }
-        for name, preds in by_method.items()
-    }
+        if BASELINE in by_method and name != BASELINE:
+            diff, ci = paired_bootstrap_diff(
+                em_by_id[name], em_by_id[BASELINE], num_resamples, seed
+            )
+            m["vs_standard"] = {"diff": diff, "ci": list(ci)}
+        summary[name] = m
+    return summary
 
 
 def write(output_dir: str | Path, results: dict, predictions: list[Prediction]) -> Path:
@@ -42,15 +64,26 @@ def write(output_dir: str | Path, results: dict, predictions: list[Prediction]) 
     return path
 
 
+def _interval(value: float, ci: list[float], signed: bool = False) -> str:
+    sign = "+" if signed else ""
+    return f"{value:{sign}.3f} [{ci[0]:{sign}.3f}, {ci[1]:{sign}.3f}]"
+
+
 def print_table(results: dict, console: Console | None = None) -> None:
-    """Print EM and F1 per method, as in the paper's tables."""
+    """Print EM with its 95% interval, F1, empty answers and the paired difference to standard."""
     console = console or Console()
     table = Table(title=f"{results['data']} · n={results['n']} · reader {results['reader']}")
     table.add_column("method")
-    table.add_column("EM", justify="right")
+    table.add_column("EM [95% CI]", justify="right")
     table.add_column("F1", justify="right")
+    table.add_column("empty", justify="right")
+    table.add_column(f"EM − {BASELINE} [95% CI]", justify="right")
     for name, m in results["methods"].items():
-        table.add_row(name, f"{m['em']:.3f}", f"{m['f1']:.3f}")
+        vs = m.get("vs_standard")
+        table.add_row(
+            name, _interval(m["em"], m["em_ci"]), f"{m['f1']:.3f}", str(m["empty"]),
+            _interval(vs["diff"], vs["ci"], signed=True) if vs else "",
+        )  # fmt: skip
     console.print(table)
     for note in results.get("notes", {}).values():
         console.print(f"[dim]note: {note}[/dim]")

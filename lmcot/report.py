@@ -1,0 +1,563 @@
+"""Paper-style tables and plots over one or more multiruns, from the files the jobs left behind.
+
+Usage::
+
+    python -m lmcot.report outputs/train/multiruns/2025-01-01_12-00-00 [MORE_DIRS] [--out DIR]
+        [--bootstrap-samples 2000] [--seed 0]
+
+Every directory below the given ones that holds a ``.hydra/`` folder is a job. A job's
+``results.json`` and ``predictions.jsonl`` give the numbers; its ``.hydra/config.yaml``,
+``hydra.yaml`` and ``overrides.yaml`` say what it ran (dataset, student, reader, decoding,
+reward aspects, seed). A job without ``results.json`` (failed, killed, still running) is listed
+as missing with its overrides. No model is loaded, so re-running is cheap.
+
+Written to ``--out`` (default: ``<first dir>/report``): ``report.md``, one CSV per table and
+PNG plots, each plot only when the runs hold the data for it. Rows are labelled with the
+overrides that vary between jobs (other than seed and the dataset), so jobs that differ are never
+averaged together; jobs that differ only in seed are shown as mean ± std over seeds (sample std).
+Differences of EM come from a paired bootstrap over the same questions of each job
+(``lmcot.stats``), pooled over the seeds of a row. docs/report.md describes every table.
+"""
+
+import argparse
+import csv
+import json
+import re
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from statistics import mean, stdev
+
+import matplotlib
+from omegaconf import OmegaConf
+
+from lmcot.stats import NUM_RESAMPLES, paired_bootstrap_diff
+
+matplotlib.use("Agg")  # files only, never a window
+from matplotlib import pyplot as plt  # noqa: E402
+
+PAPER_CITATION = (
+    "Lee et al., *Can Small Language Models Help Large Language Models Reason Better?: "
+    "LM-Guided Chain-of-Thought*, LREC-COLING 2024 (arXiv:2404.03414), main results (EM)"
+)
+PAPER_EM = {  # dataset (as results.json names it) -> method -> EM reported in the paper
+    "hotpotqa": {"standard": 0.500, "cot": 0.483, "lm_guided_kd": 0.507, "lm_guided_kd_sc": 0.513},
+    "twowiki": {"standard": 0.500, "cot": 0.400, "lm_guided_kd": 0.506, "lm_guided_kd_sc": 0.524},
+}
+BASELINES = ("standard", "lm_guided_kd")  # every method's EM is compared with these
+DECODING_SUFFIXES = {"_top_quality": "top_quality", "_sc": "sc"}  # method name suffix -> decoding
+STUDENT_SIZES = {  # parameters of students whose name does not state them
+    "flan-t5-small": 77e6, "flan-t5-base": 248e6, "flan-t5-large": 783e6, "flan-t5-xl": 2.85e9,
+    "flan-t5-xxl": 11.3e9,
+}  # fmt: skip
+
+
+@dataclass
+class Job:
+    """One job directory of a multirun: what it ran and, if it finished, what it measured."""
+
+    dir: Path
+    overrides: list[str]
+    config: dict
+    choices: dict
+    results: dict | None = None
+    error: str = ""
+    predictions: list[dict] = field(default_factory=list)
+
+    @classmethod
+    def load(cls, job_dir: Path) -> "Job":
+        hydra_dir = job_dir / ".hydra"
+
+        def read_yaml(name: str) -> dict | list:
+            path = hydra_dir / name
+            if not path.exists():
+                return {}
+            return OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+
+        hydra = read_yaml("hydra.yaml")
+        job = cls(
+            job_dir, list(read_yaml("overrides.yaml") or []), read_yaml("config.yaml") or {},
+            hydra.get("hydra", {}).get("runtime", {}).get("choices", {}) if hydra else {},
+        )  # fmt: skip
+        results = job_dir / "results.json"
+        if not results.exists():
+            job.error = "no results.json"
+            return job
+        try:
+            job.results = json.loads(results.read_text())
+            job.results["methods"]  # noqa: B018  (the stable schema: a KeyError if absent)
+        except (json.JSONDecodeError, KeyError) as e:
+            job.results, job.error = None, f"unreadable {results}: {e!r}"
+            return job
+        predictions = job_dir / "predictions.jsonl"
+        if predictions.exists():
+            job.predictions = [json.loads(line) for line in open(predictions) if line.strip()]
+        return job
+
+    @property
+    def dataset(self) -> str:
+        return self.results.get("data", "?")
+
+    @property
+    def seed(self):
+        return self.config.get("seed")
+
+    @cached_property
+    def override_pairs(self) -> dict[str, str]:
+        return dict(o.lstrip("+~").partition("=")[::2] for o in self.overrides)
+
+    @property
+    def student(self) -> str:
+        """The student's ``name_or_path``; its config choice where that is an interpolation."""
+        name = str(self.config.get("student", {}).get("name_or_path", ""))
+        if "${" in name or not name:
+            return str(self.choices.get("student", name))
+        return Path(name).name if name.startswith("/") else name
+
+    @property
+    def aspects(self) -> str:
+        return ",".join(self.config.get("reward", {}).get("aspects", []))
+
+    def decoding(self, method: str) -> tuple[str, str, int]:
+        """(student method, decoding label, samples per question) of an LM-guided method."""
+        for suffix, decoding in DECODING_SUFFIXES.items():
+            if method.endswith(suffix):
+                k = int(self.config.get("decoding", {}).get(decoding, {}).get("num_samples", 0))
+                return method[: -len(suffix)], f"{decoding} k={k}", k
+        return method, "greedy", 1
+
+    @cached_property
+    def em_by_id(self) -> dict[str, dict[str, float]]:
+        """Method -> example id -> EM, from ``predictions.jsonl``."""
+        out: dict[str, dict[str, float]] = defaultdict(dict)
+        for row in self.predictions:
+            out[row["method"]][row["id"]] = row["em"]
+        return out
+
+
+def find_jobs(dirs: list[Path]) -> list[Job]:
+    """Every job below ``dirs`` (a directory with a ``.hydra`` folder), in path order."""
+    job_dirs = sorted({h.parent for d in dirs for h in Path(d).rglob(".hydra") if h.is_dir()})
+    return [Job.load(d) for d in job_dirs]
+
+
+def varying_keys(jobs: list[Job]) -> list[str]:
+    """Override keys that label rows: those that differ between jobs, except seed and dataset."""
+    keys = sorted({k for job in jobs for k in job.override_pairs})
+    by_dataset = defaultdict(list)
+    for job in jobs:
+        by_dataset[job.dataset].append(job)
+
+    def varies(key: str, group: list[Job]) -> bool:
+        return len({job.override_pairs.get(key) for job in group}) > 1
+
+    return [
+        k for k in keys
+        if k != "seed" and varies(k, jobs) and any(varies(k, g) for g in by_dataset.values())
+    ]  # fmt: skip
+
+
+def setting(job: Job, keys: list[str], shown: tuple[str, ...] = ()) -> str:
+    """The job's values of ``keys``, leaving out those a table already has a column for."""
+    pairs = job.override_pairs
+    return " ".join(f"{k}={pairs[k]}" for k in keys if k in pairs and not k.startswith(shown))
+
+
+def over_seeds(samples: list[tuple[object, float | None]]) -> tuple[float, float | None, int]:
+    """Mean and sample std over seeds; repeated jobs of one seed count once (their mean)."""
+    by_seed = defaultdict(list)
+    for seed, value in samples:
+        if value is not None:
+            by_seed[seed].append(value)
+    per_seed = [mean(v) for v in by_seed.values()]
+    if not per_seed:
+        return float("nan"), None, 0
+    return mean(per_seed), stdev(per_seed) if len(per_seed) > 1 else None, len(per_seed)
+
+
+def fmt(value: float, std: float | None = None, signed: bool = False) -> str:
+    if value != value:  # nan: no value
+        return ""
+    sign = "+" if signed else ""
+    return f"{value:{sign}.3f}" + (f" ± {std:.3f}" if std is not None else "")
+
+
+Members = list[tuple[Job, str]]  # (job, method name) pairs that form one table row
+
+
+def group(jobs: list[Job], key: Callable[[Job, str], tuple | None]) -> dict[tuple, Members]:
+    groups: dict[tuple, Members] = defaultdict(list)
+    for job in jobs:
+        for method in job.results["methods"]:
+            k = key(job, method)
+            if k is not None:
+                groups[k].append((job, method))
+    return groups
+
+
+def stat(members: Members, value: Callable[[Job, str], float | None]):
+    return over_seeds([(job.seed, value(job, method)) for job, method in members])
+
+
+def em(job: Job, method: str) -> float:
+    return job.results["methods"][method]["em"]
+
+
+def f1(job: Job, method: str) -> float:
+    return job.results["methods"][method]["f1"]
+
+
+def scores(members: Members) -> dict:
+    """EM and F1 columns (mean, std over seeds), n and seeds of a row, for CSV."""
+    em_mean, em_std, seeds = stat(members, em)
+    f1_mean, f1_std, _ = stat(members, f1)
+    ns = sorted({job.results["methods"][m]["n"] for job, m in members})
+    n = str(ns[0]) if len(ns) == 1 else f"{ns[0]}-{ns[-1]}"
+    return {"em": em_mean, "em_std": em_std, "f1": f1_mean, "f1_std": f1_std, "n": n,
+            "seeds": seeds}  # fmt: skip
+
+
+def shown(row: dict) -> dict:
+    """A CSV row as Markdown cells: mean ± std, three decimals."""
+    out = {}
+    for k, v in row.items():
+        if k.endswith("_std"):
+            continue
+        if isinstance(v, float):
+            out[k] = fmt(v, row.get(f"{k}_std"))
+        else:
+            out[k] = "" if v is None else str(v)
+    return out
+
+
+# ---- tables: each returns CSV rows (numbers) --------------------------------------------------
+
+
+def main_table(jobs: list[Job], keys: list[str]) -> list[dict]:
+    groups = group(jobs, lambda job, m: (m, setting(job, keys), job.dataset))
+    return [
+        {"method": m, "setting": s, "dataset": d, **scores(members),
+         "paper_em": PAPER_EM.get(d, {}).get(m)}
+        for (m, s, d), members in groups.items()
+    ]  # fmt: skip
+
+
+def differences(jobs: list[Job], keys: list[str], samples: int, seed: int, notes: list) -> list:
+    """Paired bootstrap EM difference of every method to each baseline, pooled over seeds."""
+    groups = group(jobs, lambda job, m: (m, setting(job, keys), job.dataset))
+    rows = []
+    for (method, label, dataset), members in groups.items():
+        for baseline in BASELINES:
+            if method in BASELINES[: BASELINES.index(baseline) + 1]:
+                continue  # itself, or the negative of a row already there (standard - KD)
+            pairs = [(job, m) for job, m in members if baseline in job.em_by_id]
+            if not pairs:
+                continue
+            a, b = {}, {}  # (job, example id) -> EM: the seeds' questions pooled, still paired
+            try:
+                for job, m in pairs:
+                    if m not in job.em_by_id:
+                        raise ValueError(f"{job.dir / 'predictions.jsonl'} has no rows of {m}")
+                    a |= {(job.dir.name, i): v for i, v in job.em_by_id[m].items()}
+                    b |= {(job.dir.name, i): v for i, v in job.em_by_id[baseline].items()}
+                diff, (lo, hi) = paired_bootstrap_diff(a, b, samples, seed)
+            except ValueError as e:
+                notes.append(f"{method} vs {baseline} ({dataset} {label}): {e}")
+                continue
+            rows.append({
+                "method": method, "setting": label, "dataset": dataset, "baseline": baseline,
+                "diff": diff, "ci_low": lo, "ci_high": hi, "questions": len(a),
+                "jobs": len(pairs), "interval_excludes_zero": lo > 0 or hi < 0,
+            })  # fmt: skip
+    return rows
+
+
+def quality_aspects(jobs: list[Job]) -> list[str]:
+    """Every aspect in ``quality.<method>`` of any job, in the order first seen."""
+    return list(dict.fromkeys(
+        a for job in jobs for q in job.results.get("quality", {}).values() for a in q
+    ))  # fmt: skip
+
+
+def aspect_table(jobs: list[Job], keys: list[str], aspects: list[str]) -> list[dict]:
+    """One row per RL reward set (and KD as the reference), with per-aspect rationale quality."""
+
+    def key(job: Job, method: str):
+        if not method.startswith(("lm_guided_rl", "lm_guided_kd")):
+            return None
+        if job.decoding(method)[1] != "greedy":
+            return None
+        reward = job.aspects if method.startswith("lm_guided_rl") else "(KD, no RL)"
+        return job.dataset, method, reward, setting(job, keys, ("reward",))
+
+    rl_jobs = [j for j in jobs if any(m.startswith("lm_guided_rl") for m in j.results["methods"])]
+    rows = []
+    for (dataset, method, reward, label), members in group(rl_jobs, key).items():
+        row = {"dataset": dataset, "method": method, "reward_aspects": reward, "setting": label,
+               **scores(members)}  # fmt: skip
+        for aspect in aspects:
+            row[aspect], row[f"{aspect}_std"], _ = stat(
+                members, lambda j, m, a=aspect: _quality(j, m, a)
+            )
+        rows.append(row)
+    return rows
+
+
+def _quality(job: Job, method: str, aspect: str) -> float | None:
+    return job.results.get("quality", {}).get(method, {}).get(aspect)
+
+
+def decoding_table(jobs: list[Job], keys: list[str]) -> list[dict]:
+    """One row per student method and decoding (greedy, sc k, top_quality k)."""
+
+    def key(job: Job, method: str):
+        if not method.startswith("lm_guided_"):
+            return None
+        student_method, label, k = job.decoding(method)
+        return job.dataset, student_method, label, k, setting(job, keys, ("decoding",))
+
+    rows = [
+        {"dataset": d, "method": sm, "decoding": label, "samples": k, "setting": s,
+         **scores(members)}
+        for (d, sm, label, k, s), members in group(jobs, key).items()
+    ]  # fmt: skip
+    # greedy first, then each decoding by number of samples
+    order = {"greedy": 0, "sc": 1, "top_quality": 2}
+    return sorted(rows, key=lambda r: (r["dataset"], r["method"],
+                                       order[r["decoding"].split()[0]], r["samples"]))  # fmt: skip
+
+
+def student_size(name: str) -> float:
+    """Parameters of a student, from the name ("SmolLM2-135M", "Qwen2.5-0.5B") or known sizes."""
+    lowered = name.lower()
+    for known, size in STUDENT_SIZES.items():
+        if lowered.endswith(known):
+            return size
+    match = re.search(r"(\d+(?:\.\d+)?)([mb])(?![a-z])", lowered)
+    return float(match[1]) * (1e6 if match[2] == "m" else 1e9) if match else float("inf")
+
+
+def size_table(jobs: list[Job], keys: list[str]) -> list[dict]:
+    groups = group(jobs, lambda job, m: (job.dataset, m, job.student,
+                                         setting(job, keys, ("student",)))
+                   if m.startswith("lm_guided_") else None)  # fmt: skip
+    rows = [
+        {"dataset": d, "method": m, "student": st, "setting": s, **scores(members)}
+        for (d, m, st, s), members in groups.items()
+    ]
+    return sorted(rows, key=lambda r: (r["dataset"], r["method"], student_size(r["student"])))
+
+
+# ---- plots: each writes a PNG only when the rows hold what it needs ---------------------------
+
+
+def _paper_line(ax, dataset: str, method: str) -> None:
+    """The paper's EM for ``method`` on ``dataset`` as a dashed line, once per plot."""
+    paper = PAPER_EM.get(dataset, {}).get(method)
+    label = f"paper: {dataset} {method} {paper:.3f}" if paper is not None else None
+    if label and label not in ax.get_legend_handles_labels()[1]:
+        ax.axhline(paper, linestyle="--", linewidth=1, color="grey", label=label)
+
+
+def _lines(rows: list[dict], x: str, series: tuple[str, ...]) -> dict[tuple, list[dict]]:
+    lines = defaultdict(list)
+    for row in rows:
+        lines[tuple(row[s] for s in series)].append(row)
+    return {k: v for k, v in lines.items() if len({r[x] for r in v}) > 1}
+
+
+def plot_sizes(rows: list[dict], path: Path) -> bool:
+    lines = _lines(rows, "student", ("dataset", "method", "setting"))
+    if not lines:
+        return False
+    students = sorted({r["student"] for v in lines.values() for r in v}, key=student_size)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for (dataset, method, label), points in lines.items():
+        ax.errorbar([students.index(r["student"]) for r in points], [r["em"] for r in points],
+                    yerr=[r["em_std"] or 0 for r in points], marker="o", capsize=3,
+                    label=" ".join(filter(None, (dataset, method, label))))  # fmt: skip
+        _paper_line(ax, dataset, method)
+    ax.set_xticks(range(len(students)), students, rotation=20, fontsize=7)
+    ax.set(xlabel="student (ordered by size)", ylabel="EM", title="EM vs student size")
+    return _save(fig, ax, path)
+
+
+def plot_sc_samples(rows: list[dict], path: Path) -> bool:
+    rows = [r for r in rows if r["decoding"] == "greedy" or r["decoding"].startswith("sc ")]
+    lines = _lines(rows, "samples", ("dataset", "method", "setting"))
+    if not lines:
+        return False
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for (dataset, method, label), points in lines.items():
+        points = sorted(points, key=lambda r: r["samples"])
+        ax.errorbar([r["samples"] for r in points], [r["em"] for r in points],
+                    yerr=[r["em_std"] or 0 for r in points], marker="o", capsize=3,
+                    label=" ".join(filter(None, (dataset, method, label))))  # fmt: skip
+        _paper_line(ax, dataset, method)
+        _paper_line(ax, dataset, f"{method}_sc")
+    ax.set_xticks(sorted({r["samples"] for points in lines.values() for r in points}))
+    ax.set(xlabel="rationales per question (1 = greedy, else SC with k samples)", ylabel="EM",
+           title="EM vs self-consistency samples")  # fmt: skip
+    return _save(fig, ax, path)
+
+
+def plot_aspects(rows: list[dict], aspects: list[str], path: Path) -> bool:
+    rows = [r for r in rows if any(r.get(a) == r.get(a) for a in aspects)]  # some quality
+    if (
+        not aspects
+        or not any(r["method"].startswith("lm_guided_rl") for r in rows)
+        or not any(r["method"].startswith("lm_guided_kd") for r in rows)
+    ):
+        return False
+    fig, ax = plt.subplots(figsize=(max(7, len(aspects) * 1.2), 4))
+    width = 0.8 / len(rows)
+    for i, row in enumerate(rows):
+        ax.bar([j + i * width for j in range(len(aspects))], [row[a] for a in aspects], width,
+               label=f"{row['dataset']} {row['method']} [{row['reward_aspects']}] "
+                     f"{row['setting']}")  # fmt: skip
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(aspects))], aspects, fontsize=7)
+    ax.set(ylabel="mean score", title="rationale quality per aspect: KD vs RL")
+    return _save(fig, ax, path)
+
+
+def _save(fig, ax, path: Path) -> bool:
+    ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+# ---- output ----------------------------------------------------------------------------------
+
+
+def markdown(rows: list[dict]) -> str:
+    if not rows:
+        return "(no runs hold the data for this table)\n"
+    cols = list(rows[0])
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(row[c] for c in cols) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def write_csv(rows: list[dict], path: Path) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else [])
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def wide_main(rows: list[dict]) -> list[dict]:
+    """methods x datasets, as in the paper: EM, F1, n and the paper's EM per dataset."""
+    datasets = sorted({r["dataset"] for r in rows})
+    out: dict[tuple, dict] = {}
+    for r in rows:
+        cells = out.setdefault((r["method"], r["setting"]), {"method": r["method"],
+                                                             "setting": r["setting"]})  # fmt: skip
+        for d in datasets:
+            cells.setdefault(f"{d} EM", ""), cells.setdefault(f"{d} F1", "")
+            cells.setdefault(f"{d} n×seeds", ""), cells.setdefault(f"{d} paper EM", "")
+        shown_row = shown(r)
+        cells[f"{r['dataset']} EM"], cells[f"{r['dataset']} F1"] = shown_row["em"], shown_row["f1"]
+        cells[f"{r['dataset']} n×seeds"] = f"{r['n']}×{r['seeds']}"
+        cells[f"{r['dataset']} paper EM"] = shown_row["paper_em"]
+    return list(out.values())
+
+
+def differences_md(rows: list[dict]) -> list[dict]:
+    return [
+        {"method": r["method"], "setting": r["setting"], "dataset": r["dataset"],
+         "minus": r["baseline"], "EM difference [95% CI]":
+         f"{r['diff']:+.3f} [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]",
+         "questions (jobs)": f"{r['questions']} ({r['jobs']})",
+         "separated": "yes" if r["interval_excludes_zero"] else "no"}
+        for r in rows
+    ]  # fmt: skip
+
+
+def build(dirs: list[Path], out: Path, samples: int = NUM_RESAMPLES, seed: int = 0) -> Path:
+    """Gather the jobs below ``dirs``; write report.md, CSVs and PNGs into ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    jobs = find_jobs(dirs)
+    done = [job for job in jobs if job.results is not None]
+    missing = [job for job in jobs if job.results is None]
+    keys = varying_keys(done)
+    aspects = quality_aspects(done)
+    notes: list[str] = []
+    tables = {
+        "main": main_table(done, keys),
+        "differences": differences(done, keys, samples, seed, notes),
+        "aspects": aspect_table(done, keys, aspects),
+        "decoding": decoding_table(done, keys),
+        "model_sizes": size_table(done, keys),
+        "missing": [
+            {"job": str(j.dir), "overrides": " ".join(j.overrides), "reason": j.error}
+            for j in missing
+        ],  # fmt: skip
+    }
+    for name, rows in tables.items():
+        write_csv(rows, out / f"{name}.csv")
+    plots = [
+        ("em_vs_student_size.png", plot_sizes, (tables["model_sizes"],)),
+        ("em_vs_sc_samples.png", plot_sc_samples, (tables["decoding"],)),
+        ("quality_kd_vs_rl.png", plot_aspects, (tables["aspects"], aspects)),
+    ]
+    written = [name for name, plot, args in plots if plot(*args, out / name)]
+    text = _report_text(dirs, jobs, done, tables, written, notes)
+    path = out / "report.md"
+    path.write_text(text)
+    return path
+
+
+def _report_text(dirs, jobs, done, tables, plots: list[str], notes) -> str:
+    readers = sorted({str(j.results.get("reader")) for j in done})
+    teachers = sorted({str(j.choices.get("teacher", "?")) for j in done})
+    parts = [
+        "# lmcot report\n",
+        f"Multiruns: {', '.join(str(d) for d in dirs)}. Jobs: {len(jobs)}, finished "
+        f"{len(done)}, missing or failed {len(jobs) - len(done)}.\n",
+        f"Readers: {', '.join(readers) or '-'}. Teachers: {', '.join(teachers) or '-'}. "
+        "EM and F1 are mean ± sample std over seeds where there are several; n is questions "
+        "per job × seeds.\n",
+        "## Main table\n",
+        f"Paper EM: {PAPER_CITATION}; its reader is not ours.\n",
+        markdown(wide_main(tables["main"])),
+        "## EM differences (paired bootstrap 95% interval, same questions)\n",
+        "`separated`: the interval excludes zero. Any other difference is not supported by "
+        "these runs.\n",
+        markdown(differences_md(tables["differences"])),
+        "## Aspect ablation (RL reward sets; greedy decoding)\n",
+        markdown([shown(r) for r in tables["aspects"]]),
+        "## Decoding\n",
+        markdown([shown(r) for r in tables["decoding"]]),
+        "## Model size\n",
+        markdown([shown(r) for r in tables["model_sizes"]]),
+        "## Plots\n",
+        "\n".join(f"![{name}]({name})" for name in plots) or "(no runs hold the data for a plot)",
+        "\n## Missing or failed jobs\n",
+        markdown([shown(r) for r in tables["missing"]]),
+    ]
+    if notes:
+        parts += ["## Notes\n", "\n".join(f"- {n}" for n in notes) + "\n"]
+    return "\n".join(parts)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m lmcot.report", description=__doc__.split(
+        "\n")[0])  # fmt: skip
+    parser.add_argument("dirs", nargs="+", type=Path, help="multirun (or run) directories")
+    parser.add_argument("--out", type=Path, help="output directory (default: <first>/report)")
+    parser.add_argument("--bootstrap-samples", type=int, default=NUM_RESAMPLES)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
+    args = parser.parse_args(argv)
+    for d in args.dirs:
+        if not d.is_dir():
+            parser.error(f"{d} is not a directory")
+    path = build(args.dirs, args.out or args.dirs[0] / "report", args.bootstrap_samples, args.seed)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

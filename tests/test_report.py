@@ -1,0 +1,168 @@
+"""`python -m lmcot.report` on a multirun directory written by hand: cells, intervals, plots."""
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import REPO
+
+from lmcot import results
+from lmcot.methods import Prediction
+from lmcot.report import build, student_size
+
+N = 50  # questions per job
+
+
+def em_pattern(method: str, seed: int) -> list[float]:
+    """Per-question EM, chosen so that the expected cells are easy to compute."""
+    standard = [float(i % 2 == 0) for i in range(N)]  # .5
+    if method == "standard":
+        return standard
+    if method == "cot":  # standard with two answers swapped: difference 0, but not a constant
+        return [1 - v if i < 2 else v for i, v in enumerate(standard)]
+    right = {"lm_guided_kd": 40 if seed == 0 else 30, "lm_guided_kd_sc": 35, "lm_guided_rl": 42}
+    return [float(i < right[method]) for i in range(N)]  # kd: .8 (seed 0) and .6 (seed 1)
+
+
+def write_job(root: Path, num: int, overrides: list[str], seed: int, student: str,
+              finished: bool = True, methods=("standard", "cot", "lm_guided_kd",
+                                              "lm_guided_kd_sc", "lm_guided_rl")):  # fmt: skip
+    job = root / str(num)
+    (job / ".hydra").mkdir(parents=True)
+    config = {
+        "seed": seed,
+        "student": {"name_or_path": student},
+        "reward": {"aspects": ["factuality", "task"]},
+        "decoding": {"greedy": {}, "sc": {"num_samples": 5}},
+    }
+    (job / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+    (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    hydra = {"hydra": {"runtime": {"choices": {"teacher": "supporting_facts"}}}}
+    (job / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump(hydra))
+    if not finished:
+        return
+    dataset = next(o.split("=")[1] for o in overrides if o.startswith("data="))
+    predictions = [
+        Prediction(f"q{i}", m, None if m == "standard" else "r", "a", ["a"], em, em)
+        for m in methods
+        for i, em in enumerate(em_pattern(m, seed))
+    ]
+    quality = {"lm_guided_kd": {"factuality": 0.4, "task": 0.5},
+               "lm_guided_rl": {"factuality": 0.6, "task": 0.7}}  # fmt: skip
+    summary = {"n": N, "data": dataset, "reader": "tiny", "quality": quality,
+               "methods": results.summarize(predictions, num_resamples=100)}  # fmt: skip
+    results.write(job, summary, predictions)
+
+
+@pytest.fixture(scope="module")
+def multirun(tmp_path_factory):
+    """Two hotpotqa seeds, one 2wiki job and one missing, one hotpotqa job with another student."""
+    root = tmp_path_factory.mktemp("multirun") / "2025-01-01" / "12-00-00"
+    write_job(root, 0, ["data=hotpotqa", "seed=0"], 0, "google/flan-t5-small")
+    write_job(root, 1, ["data=hotpotqa", "seed=1"], 1, "google/flan-t5-small")
+    write_job(root, 2, ["data=twowiki", "seed=0"], 0, "google/flan-t5-small")
+    write_job(root, 3, ["data=twowiki", "seed=1"], 1, "google/flan-t5-small", finished=False)
+    write_job(root, 4, ["data=hotpotqa", "seed=0", "student=flan_t5_base"], 0,
+              "google/flan-t5-base")  # fmt: skip
+    return root
+
+
+@pytest.fixture(scope="module")
+def report(multirun, tmp_path_factory):
+    """The report written once for the module's tests: (output dir, report.md text)."""
+    out = tmp_path_factory.mktemp("report")
+    return out, build([multirun], out, samples=1000).read_text()
+
+
+def read_csv(path: Path) -> list[dict]:
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_main_table_averages_seeds_and_keeps_other_settings_apart(report):
+    out, text = report
+    main = {(r["method"], r["setting"], r["dataset"]): r for r in read_csv(out / "main.csv")}
+    kd = main[("lm_guided_kd", "", "hotpotqa")]  # seeds 0 and 1 (.8, .6); not the base student
+    assert float(kd["em"]) == pytest.approx(0.7) and float(kd["em_std"]) == pytest.approx(
+        0.1414, abs=1e-4
+    )
+    assert (kd["n"], kd["seeds"], kd["paper_em"]) == ("50", "2", "0.507")
+    assert main[("lm_guided_kd", "student=flan_t5_base", "hotpotqa")]["seeds"] == "1"
+    assert main[("lm_guided_kd", "", "twowiki")]["paper_em"] == "0.506"
+    assert main[("lm_guided_kd", "", "twowiki")]["em_std"] == ""  # one seed: no std
+    assert "0.700 ± 0.141" in text and "| 50×2 |" in text
+
+
+def test_paired_differences_are_pooled_over_seeds_and_cover_the_true_difference(report):
+    out, text = report
+    rows = {(r["method"], r["setting"], r["dataset"], r["baseline"]): r
+            for r in read_csv(out / "differences.csv")}  # fmt: skip
+    kd = rows[("lm_guided_kd", "", "hotpotqa", "standard")]
+    assert float(kd["diff"]) == pytest.approx(0.2)  # (.8 + .6) / 2 - .5 over 100 paired questions
+    assert float(kd["ci_low"]) < 0.2 < float(kd["ci_high"]) and float(kd["ci_low"]) > 0
+    assert (kd["questions"], kd["jobs"], kd["interval_excludes_zero"]) == ("100", "2", "True")
+    cot = rows[("cot", "", "hotpotqa", "standard")]
+    assert float(cot["diff"]) == 0 and float(cot["ci_low"]) < 0 < float(cot["ci_high"])
+    assert cot["interval_excludes_zero"] == "False"
+    rl = rows[("lm_guided_rl", "", "twowiki", "lm_guided_kd")]  # .84 - .8
+    assert float(rl["diff"]) == pytest.approx(0.04)
+    assert ("lm_guided_kd", "", "hotpotqa", "lm_guided_kd") not in rows  # itself
+    assert ("standard", "", "hotpotqa", "lm_guided_kd") not in rows  # minus the KD row
+    assert "+0.200 [+0." in text
+
+
+def test_ablation_decoding_and_size_tables(report):
+    out, text = report
+    aspects = {(r["dataset"], r["method"]): r for r in read_csv(out / "aspects.csv")}
+    rl = aspects[("hotpotqa", "lm_guided_rl")]
+    assert rl["reward_aspects"] == "factuality,task" and float(rl["factuality"]) == 0.6
+    assert aspects[("hotpotqa", "lm_guided_kd")]["reward_aspects"] == "(KD, no RL)"
+    decoding = [(r["dataset"], r["method"], r["decoding"], r["em"])
+                for r in read_csv(out / "decoding.csv") if r["setting"] == ""]  # fmt: skip
+    assert decoding[:3] == [("hotpotqa", "lm_guided_kd", "greedy", "0.7"),
+                            ("hotpotqa", "lm_guided_kd", "sc k=5", "0.7"),
+                            ("hotpotqa", "lm_guided_rl", "greedy", "0.84")]  # fmt: skip
+    sizes = [r["student"] for r in read_csv(out / "model_sizes.csv")
+             if (r["dataset"], r["method"]) == ("hotpotqa", "lm_guided_kd")]  # fmt: skip
+    assert sizes == ["google/flan-t5-small", "google/flan-t5-base"]  # ordered by size
+
+
+def test_missing_jobs_are_listed_with_their_overrides_and_plots_are_written(report):
+    out, text = report
+    (missing,) = read_csv(out / "missing.csv")
+    assert missing["overrides"] == "data=twowiki seed=1" and missing["reason"] == "no results.json"
+    assert "Jobs: 5, finished 4, missing or failed 1" in text
+    for png in ("em_vs_student_size.png", "em_vs_sc_samples.png", "quality_kd_vs_rl.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"![{png}]({png})" in text
+
+
+def test_plots_only_when_the_runs_hold_their_data(tmp_path):
+    root = tmp_path / "multirun"
+    write_job(root, 0, ["data=hotpotqa"], 0, "google/flan-t5-small",
+              methods=("standard", "lm_guided_kd"))  # fmt: skip
+    out = tmp_path / "report"
+    text = build([root], out, samples=100).read_text()
+    assert not list(out.glob("*.png")) and "no runs hold the data for a plot" in text
+
+
+def test_student_sizes_from_names():
+    assert student_size("HuggingFaceTB/SmolLM2-135M-Instruct") == 135e6
+    assert student_size("Qwen/Qwen2.5-0.5B") == 0.5e9
+    assert student_size("google/flan-t5-large") == 783e6
+    assert student_size("tiny-llama-student") == float("inf")
+
+
+def test_cli_loads_no_model(multirun):
+    code = (
+        "import runpy, sys; sys.argv = ['report', sys.argv[1], '--bootstrap-samples', '100'];"
+        "runpy.run_module('lmcot.report', run_name='__main__');"
+        "assert 'torch' not in sys.modules and 'transformers' not in sys.modules"
+    )
+    done = subprocess.run([sys.executable, "-c", code, str(multirun)], cwd=REPO,
+                          capture_output=True, text=True)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "Jobs: 5, finished 4" in (multirun / "report" / "report.md").read_text()

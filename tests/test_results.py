@@ -1,0 +1,48 @@
+"""results.json carries intervals, empty answers and the paired difference to standard."""
+
+import io
+
+import pytest
+from rich.console import Console
+
+from lmcot.methods import Prediction
+from lmcot.results import print_table, summarize
+
+
+def rows(method, ems, predictions=None):
+    predictions = predictions or ["x"] * len(ems)
+    return [
+        Prediction(f"q{i}", method, None, pred, ["x"], em, em)
+        for i, (em, pred) in enumerate(zip(ems, predictions))
+    ]
+
+
+def test_each_method_has_its_interval_empty_count_and_difference_to_standard():
+    standard = rows("standard", [1, 0, 0, 0, 1, 0, 0, 0], ["x", "", " . ", "y", "x", "y", "", "y"])
+    guided = rows("lm_guided_kd", [1, 1, 1, 0, 1, 1, 0, 0])
+    summary = summarize(standard + guided, seed=0, num_resamples=500)
+    assert list(summary) == ["standard", "lm_guided_kd"]
+    s, g = summary["standard"], summary["lm_guided_kd"]
+    assert (s["em"], s["f1"], s["n"]) == (0.25, 0.25, 8)  # the stable keys are unchanged
+    assert s["empty"] == 3 and g["empty"] == 0  # "" and " . " normalise to nothing
+    assert s["em_ci"][0] <= 0.25 <= s["em_ci"][1] and 0 < s["em_ci"][1] - s["em_ci"][0] < 1
+    assert "vs_standard" not in s
+    assert g["vs_standard"]["diff"] == pytest.approx(0.375)  # 5/8 - 2/8
+    lo, hi = g["vs_standard"]["ci"]
+    assert lo <= 0.375 <= hi
+
+
+def test_no_difference_column_without_standard():
+    summary = summarize(rows("cot", [1, 0]), num_resamples=100)
+    assert "vs_standard" not in summary["cot"]
+
+
+def test_printed_table_shows_intervals_and_empty_answers():
+    summary = summarize(rows("standard", [1, 0, 0, 0]) + rows("cot", [1, 1, 0, 0]), seed=1)
+    results = {"data": "synthetic", "n": 4, "reader": "tiny", "methods": summary}
+    out = io.StringIO()
+    print_table(results, Console(file=out, width=200))
+    text = out.getvalue()
+    lo, hi = summary["cot"]["vs_standard"]["ci"]
+    assert f"+0.250 [{lo:+.3f}, {hi:+.3f}]" in text
+    assert "0.250 [" in text and "empty" in text
