@@ -26,9 +26,9 @@ def load_student(cfg: DictConfig, stage: str, path: str | None = None) -> LM:
     never inherits another's rationales.
     """
     if path is None:
-        if stage not in cfg:
-            raise ValueError(f"this config has no {stage} stage to take a student from: "
-                             "name the student directory with student_path=DIR")  # fmt: skip
+        if "stages" not in cfg:  # evaluate.py: no training stages to take a student from
+            raise ValueError(f"{stage} made no student for this config (evaluate.py trains "
+                             "nothing): name the student directory with student_path=DIR")  # fmt: skip
         art = artifact(cfg, stage)
         if not art.done:
             raise FileNotFoundError(
