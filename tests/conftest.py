@@ -15,9 +15,9 @@ from hydra.core.hydra_config import HydraConfig  # noqa: E402
 import lmcot  # noqa: E402,F401  (registers the config resolvers)
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
-HOTPOT_SAMPLE = SHARED_DATA / "hotpotqa" / "hotpot_dev_distractor_sample.json"
-TWOWIKI_SAMPLE = SHARED_DATA / "2wikimultihopqa" / "dev_sample.json"
+FIXTURES = REPO / "tests" / "fixtures"  # real rows, vendored: see its README.md
+HOTPOT_SAMPLE = FIXTURES / "hotpotqa" / "hotpot_dev_distractor_sample.json"
+TWOWIKI_SAMPLE = FIXTURES / "2wikimultihopqa" / "dev_sample.json"
 
 
 def compose_cfg(tmp_path: Path, *overrides: str, config_name: str = "eval"):
