@@ -291,8 +291,9 @@ def run_distill(cfg: DictConfig) -> dict[str, float]:
     run_loggers = loggers.instantiate_loggers(cfg.get("logger"))
     loggers.log_safely(run_loggers, "log_hyperparams", loggers.hparams(cfg))
     trainer: pl.Trainer = instantiate(
-        cfg.trainer, default_root_dir=out, callbacks=[checkpoints], logger=run_loggers or False
-    )
+        cfg.trainer, default_root_dir=out, callbacks=[checkpoints],
+        logger=loggers.guarded(run_loggers) or False,
+    )  # fmt: skip
     last = out / "checkpoints" / "last.ckpt"
     trainer.fit(module, datamodule=datamodule, ckpt_path=last if last.exists() else None)
 
