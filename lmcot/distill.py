@@ -2,8 +2,11 @@
 
 The student learns (question + context) -> rationale from the kept teacher rows. Decoder-only
 students get loss on the rationale tokens only; encoder-decoders read the source and decode the
-rationale. ``objective=rationale_and_answer`` adds a second task on the same inputs with its own
-instruction (as in distilling step-by-step), so the student also learns the answer.
+rationale. Sources are fitted to the prompt's token budget by the rule inference uses
+(:func:`lmcot.prompts.fit_prompt`), here never dropping a gold paragraph.
+``objective=rationale_and_answer`` adds a second task on the same question with its own prompt
+(instruction and ``Answer:`` slot, as in distilling step-by-step), so the student also learns
+the answer.
 Validation logs the rationale loss and, on a few held-out questions, the reader's EM when it
 answers with the student's current rationales: the number the paper cares about.
 """
@@ -27,7 +30,15 @@ from lmcot.lm.base import LM
 from lmcot.lm.fingerprint import path_fingerprint
 from lmcot.lm.hf import HFModel
 from lmcot.metrics import exact_match
-from lmcot.prompts import FewShotPrompt, extract_answer
+from lmcot.prompts import (
+    FewShotPrompt,
+    PromptTooLong,
+    TokenCounter,
+    extract_answer,
+    fit_prompt,
+    fit_prompts,
+    token_counter,
+)
 from lmcot.teacher import RationaleStore, teacher_path
 
 log = logging.getLogger(__name__)
@@ -38,39 +49,64 @@ def training_pairs(
     rows: list[dict],
     examples: dict[str, Example],
     prompt: FewShotPrompt,
+    count_tokens: TokenCounter,
     objective: str = "rationale",
-    answer_instruction: str = "Answer the question with a short phrase.",
-) -> list[tuple[str, str]]:
-    """(source, target) texts from kept teacher rows; a second task pair per row if asked."""
+    answer_prompt: FewShotPrompt | None = None,
+) -> tuple[list[tuple[str, str]], dict[str, int]]:
+    """(source, target) texts from kept teacher rows (a second task pair per row if asked), and
+    counts: ``sources_cut`` (sources that lost context paragraphs to fit their budget) and
+    ``rows_skipped`` (rows whose gold paragraphs alone exceed it: never trained on cut gold).
+    """
     if objective not in ("rationale", "rationale_and_answer"):
         raise ValueError(f"distill.objective must be rationale|rationale_and_answer: {objective}")
-    answer_task = FewShotPrompt(prompt.version, answer_instruction, prompt.template, "")
-    pairs = []
+    if objective == "rationale_and_answer" and answer_prompt is None:
+        raise ValueError("distill.objective=rationale_and_answer needs distill.answer_prompt")
+    pairs, counts = [], {"sources_cut": 0, "rows_skipped": 0}
     for row in rows:
         example = examples[row["id"]]
+        gold = {title for title, _ in example.supporting_facts}
         rationale = " ".join(row["rationale"].split())  # one line: the prompt stops at "\n"
-        pairs.append((prompt.render(example), " " + rationale))
+        tasks = [(prompt, " " + rationale)]
         if objective == "rationale_and_answer":
-            pairs.append((answer_task.render(example), " " + example.answer))
-    return pairs
+            tasks.append((answer_prompt, " " + example.answer))
+        try:
+            fitted = [(fit_prompt(p, example, count_tokens, gold), t) for p, t in tasks]
+        except PromptTooLong as e:
+            log.warning("teacher row %s skipped: %s", row["id"], e)
+            counts["rows_skipped"] += 1
+            continue
+        counts["sources_cut"] += sum(dropped > 0 for (_, dropped), _ in fitted)
+        pairs += [(source, target) for (source, _), target in fitted]
+    if rows and not pairs:
+        raise ValueError(
+            f"all {len(rows)} teacher rows exceed prompts.rationale.max_prompt_tokens="
+            f"{prompt.max_prompt_tokens} with their gold paragraphs: raise it"
+        )
+    if counts["sources_cut"] or counts["rows_skipped"]:
+        log.info(
+            "training sources: %d of %d cut to max_prompt_tokens=%s (distractors dropped), "
+            "%d rows skipped",
+            counts["sources_cut"], len(pairs), prompt.max_prompt_tokens, counts["rows_skipped"],
+        )  # fmt: skip
+    return pairs, counts
 
 
 class PairCollator:
     """Tokenise (source, target) pairs into a padded training batch.
 
-    Sources are cut from the left (their end holds the question and the open slot), targets
-    from the right, and every target ends in EOS so the student learns to stop.
+    Sources come fitted to their budget (:func:`training_pairs`) and are never cut here: a cut
+    would lose the instruction or the question. Targets are cut from the right, and every
+    target ends in EOS so the student learns to stop.
     """
 
-    def __init__(self, tokenizer, encoder_decoder: bool, max_source: int, max_target: int):
+    def __init__(self, tokenizer, encoder_decoder: bool, max_target: int):
         self.tok, self.encoder_decoder = tokenizer, encoder_decoder
-        self.max_source, self.max_target = max_source, max_target
+        self.max_target = max_target
 
     def __call__(self, pairs: list[tuple[str, str]]) -> dict[str, torch.Tensor]:
         sources = self.tok([s for s, _ in pairs])["input_ids"]
         targets = self.tok([t for _, t in pairs], add_special_tokens=False)["input_ids"]
         eos = [self.tok.eos_token_id]
-        sources = [s[-self.max_source :] for s in sources]
         targets = [t[: self.max_target - 1] + eos for t in targets]
         if self.encoder_decoder:
             return {**self._pad(sources, sources), "labels": self._pad(targets, targets)["labels"]}
@@ -198,9 +234,9 @@ def reader_em(
     """EM of the reader answering with the student's current (greedy, uncached) rationales."""
     was_training = student.model.training
     student.model.eval()
-    rationales = student._generate(  # uncached: the weights change between calls
-        [rationale_prompt.render(ex) for ex in examples], rationale_prompt.params, 1
-    )
+    prompts, _ = fit_prompts(rationale_prompt, examples, token_counter(student))
+    # uncached: the weights change between calls
+    rationales = student._generate(prompts, rationale_prompt.params, 1)
     student.model.train(was_training)
     answers = reader.generate(
         [answer_prompt.render(ex, rationale=r[0]) for ex, r in zip(examples, rationales)],
@@ -245,23 +281,16 @@ def _distill(cfg: DictConfig, art: Artifact) -> dict[str, float]:
     # hold out whole questions, so validation never sees a training question
     ids = sorted({r["id"] for r in rows})
     val_ids = set(ids[-max(1, int(len(ids) * cfg.distill.val_fraction)) :])
-    prompt = instantiate(cfg.prompts.rationale)
-    pairs = partial(training_pairs, examples=examples, prompt=prompt,
-                    objective=cfg.distill.objective)  # fmt: skip
+    prompt = instantiate(cfg.distill.prompt)
     student: HFModel = instantiate(cfg.student)
+    pairs = partial(training_pairs, examples=examples, prompt=prompt,
+                    count_tokens=token_counter(student), objective=cfg.distill.objective,
+                    answer_prompt=instantiate(cfg.distill.answer_prompt))  # fmt: skip
     encoder_decoder = student.model.config.is_encoder_decoder
-    collate = PairCollator(
-        student.tokenizer,
-        encoder_decoder,
-        cfg.distill.max_source_length,
-        cfg.distill.max_target_length,
-    )
-    datamodule = MultiHopDataModule(
-        pairs([r for r in rows if r["id"] not in val_ids]),
-        pairs([r for r in rows if r["id"] in val_ids]),
-        collate,
-        cfg.distill.batch_size,
-    )
+    collate = PairCollator(student.tokenizer, encoder_decoder, cfg.distill.max_target_length)
+    pairs_train, counts_train = pairs([r for r in rows if r["id"] not in val_ids])
+    pairs_val, counts_val = pairs([r for r in rows if r["id"] in val_ids])
+    datamodule = MultiHopDataModule(pairs_train, pairs_val, collate, cfg.distill.batch_size)
     val_examples = [examples[i] for i in sorted(val_ids)][: cfg.distill.val_em_limit]
     module = DistillModule(
         student,
@@ -277,12 +306,14 @@ def _distill(cfg: DictConfig, art: Artifact) -> dict[str, float]:
     run_loggers = loggers.instantiate_loggers(cfg.get("logger"), stage="distill")
     loggers.log_safely(run_loggers, "log_hyperparams", loggers.hparams(cfg))
     trainer: pl.Trainer = instantiate(
-        cfg.trainer, default_root_dir=out, callbacks=[checkpoints], logger=run_loggers or False
-    )
+        cfg.trainer, default_root_dir=out, callbacks=[checkpoints],
+        logger=loggers.guarded(run_loggers) or False,
+    )  # fmt: skip
     last = out / "checkpoints" / "last.ckpt"
     trainer.fit(module, datamodule=datamodule, ckpt_path=last if last.exists() else None)
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    metrics |= {k: float(counts_train[k] + counts_val[k]) for k in counts_train}
     best = checkpoints.best_model_path
     if best:  # export the best weights, not the last
         state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]

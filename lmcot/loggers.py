@@ -1,7 +1,8 @@
 """Experiment loggers: built from ``conf/logger/``, and never allowed to kill a run.
 
-Loggers are Lightning's, so the training stages hand the same objects to the ``Trainer``;
-the evaluation stage calls them directly through ``log_safely``.
+Loggers are Lightning's. The training stages hand them to the ``Trainer`` wrapped in
+:class:`GuardedLogger`, since the Trainer calls them inside ``fit`` where an exception would end
+training; the evaluation stage calls them directly through ``log_safely``.
 """
 
 import logging
@@ -11,6 +12,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import Logger, WandbLogger
+from pytorch_lightning.utilities import rank_zero_only
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +74,67 @@ def log_safely(loggers: list[Logger], method: str, *args, **kwargs) -> None:
             fn(*args, **kwargs)
         except Exception as e:
             log.warning("%s.%s failed and is skipped: %s", type(logger).__name__, method, e)
+
+
+class GuardedLogger(Logger):
+    """A Lightning logger that delegates to ``logger`` and logs-and-skips its exceptions.
+
+    Args:
+        logger: the logger to guard (its own ``rank_zero_only`` rules still apply inside).
+    """
+
+    def __init__(self, logger: Logger):
+        super().__init__()
+        self.wrapped = logger
+
+    @property
+    def name(self):
+        return self.wrapped.name
+
+    @property
+    def version(self):
+        return self.wrapped.version
+
+    @property
+    def save_dir(self):
+        return self.wrapped.save_dir
+
+    @property
+    def root_dir(self):
+        return self.wrapped.root_dir
+
+    @property
+    def log_dir(self):
+        return self.wrapped.log_dir
+
+    @property
+    def experiment(self):
+        return self.wrapped.experiment
+
+    @rank_zero_only
+    def log_metrics(self, metrics, step=None) -> None:
+        log_safely([self.wrapped], "log_metrics", metrics, step)
+
+    @rank_zero_only
+    def log_hyperparams(self, params, *args, **kwargs) -> None:
+        log_safely([self.wrapped], "log_hyperparams", params, *args, **kwargs)
+
+    def log_graph(self, model, input_array=None) -> None:
+        log_safely([self.wrapped], "log_graph", model, input_array)
+
+    def save(self) -> None:
+        log_safely([self.wrapped], "save")
+
+    def finalize(self, status: str) -> None:
+        log_safely([self.wrapped], "finalize", status)
+
+    def after_save_checkpoint(self, checkpoint_callback) -> None:
+        log_safely([self.wrapped], "after_save_checkpoint", checkpoint_callback)
+
+
+def guarded(loggers: list[Logger]) -> list[Logger]:
+    """``loggers`` as a ``Trainer`` should get them: each wrapped in :class:`GuardedLogger`."""
+    return [GuardedLogger(lg) for lg in loggers]
 
 
 def finish(loggers: list[Logger]) -> None:

@@ -10,7 +10,13 @@ from dataclasses import dataclass
 from lmcot.data.example import Example
 from lmcot.lm.base import LM
 from lmcot.metrics import exact_match, f1
-from lmcot.prompts import FewShotPrompt, extract_answer, split_rationale
+from lmcot.prompts import (
+    FewShotPrompt,
+    extract_answer,
+    fit_prompts,
+    split_rationale,
+    token_counter,
+)
 
 
 @dataclass
@@ -69,7 +75,8 @@ class LMGuided:
     Args:
         student: the small LM (set by the evaluation stage from ``student_stage``).
         decoding: how rationales are drawn and turned into one answer (``lmcot.decoding``).
-        rationale_prompt: the student's input.
+        rationale_prompt: the student's input, fitted to its token budget by the rule the
+            student was trained with (:func:`lmcot.prompts.fit_prompt`).
         prompt: the reader's LM-guided answering prompt.
         student_stage: which stage's student writes: ``distill`` (KD) or ``refine`` (KD + RL).
         student_path: a student directory to use instead of that stage's export.
@@ -99,9 +106,10 @@ class LMGuided:
             outputs = iter(reader.generate(flat, self.prompt.params))
             return [[extract_answer(next(outputs)[0]) for _ in rs] for rs in rationales]
 
+        prompts, _ = fit_prompts(self.rationale_prompt, examples, token_counter(self.student))
         chosen = self.decoding(
             examples,
-            [self.rationale_prompt.render(ex) for ex in examples],
+            prompts,
             self.student,
             tuple(self.rationale_prompt.params.stop),
             read,

@@ -3,6 +3,11 @@
 import os
 from pathlib import Path
 
+REPO = Path(__file__).resolve().parents[1]
+# converted offline models go to a git-ignored folder of this clone, set before any config
+# resolves ${paths.model_dir}: never the user's ~/.cache, and converted once per clone
+TEST_MODEL_DIR = REPO / ".cache" / "test-models"
+os.environ["LMCOT_MODELS"] = str(TEST_MODEL_DIR)
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["WANDB_MODE"] = "offline"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -14,10 +19,9 @@ from hydra.core.hydra_config import HydraConfig  # noqa: E402
 
 import lmcot  # noqa: E402,F401  (registers the config resolvers)
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
-HOTPOT_SAMPLE = SHARED_DATA / "hotpotqa" / "hotpot_dev_distractor_sample.json"
-TWOWIKI_SAMPLE = SHARED_DATA / "2wikimultihopqa" / "dev_sample.json"
+FIXTURES = REPO / "tests" / "fixtures"  # real rows, vendored: see its README.md
+HOTPOT_SAMPLE = FIXTURES / "hotpotqa" / "hotpot_dev_distractor_sample.json"
+TWOWIKI_SAMPLE = FIXTURES / "2wikimultihopqa" / "dev_sample.json"
 
 
 def compose_cfg(tmp_path: Path, *overrides: str, config_name: str = "eval"):

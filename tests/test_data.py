@@ -1,4 +1,4 @@
-"""Data loaders on the real samples and on broken copies of them, hub rows, and the generator."""
+"""Data loaders on the vendored real rows and broken copies of them, hub rows, the generator."""
 
 import collections
 import json
@@ -7,16 +7,14 @@ import shutil
 from pathlib import Path
 
 import pytest
+from conftest import HOTPOT_SAMPLE as HOTPOT
+from conftest import REPO
+from conftest import TWOWIKI_SAMPLE as TWOWIKI
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from lmcot.data import DataError, Example, hotpotqa, synthetic, twowiki
 
-REPO = Path(__file__).resolve().parents[1]
-# CI clones the repo with a copy of shared/ beside it, as here (/work/main, /work/shared)
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-HOTPOT = SHARED_DATA / "hotpotqa" / "hotpot_dev_distractor_sample.json"
-TWOWIKI = SHARED_DATA / "2wikimultihopqa" / "dev_sample.json"
 TWOWIKI_IDS = ["83bf3b5a0bd911eba7f7acde48001122", "a80d84e7096d11ebbdb0ac1f6bf848b6"]
 
 
@@ -34,15 +32,15 @@ def write_rows(path: Path, rows) -> Path:
 
 def test_hotpotqa_sample_loads_every_row_in_file_order():
     examples = hotpotqa.load(str(HOTPOT))
-    assert len(examples) == 33
+    assert len(examples) == 9
     assert [ex.id for ex in examples] == [row["_id"] for row in hotpot_rows()]
     first = examples[0]
     assert first.id == "5a8b57f25542995d1e6f1371"
     assert first.question == "Were Scott Derrickson and Ed Wood of the same nationality?"
     assert (first.answer, first.type, first.aliases) == ("yes", "comparison", [])
     assert examples[1].answer == "Chief of Protocol"
-    assert collections.Counter(ex.type for ex in examples) == {"bridge": 22, "comparison": 11}
-    assert len(examples[18].context) == 2  # 5abd259d...: only its gold paragraphs, as in source
+    assert collections.Counter(ex.type for ex in examples) == {"bridge": 4, "comparison": 5}
+    assert len(examples[8].context) == 2  # 5abd259d...: only its gold paragraphs, as in source
 
 
 def test_hotpotqa_sample_sentences_keep_original_text_and_facts_resolve():
@@ -180,22 +178,22 @@ def test_non_utf8_file_is_a_data_error(tmp_path):
 def test_skip_returns_the_good_rows_and_logs_how_many_were_skipped(tmp_path, caplog):
     rows = hotpot_rows()
     del rows[3]["answer"]
-    rows[10]["supporting_facts"][0][1] = 99
+    rows[6]["supporting_facts"][0][1] = 99
     path = write_rows(tmp_path / "hotpot.json", rows)
     with caplog.at_level(logging.WARNING, logger="lmcot.data"):
         examples = hotpotqa.load(str(path), on_error="skip")
-    good = [row["_id"] for i, row in enumerate(rows) if i not in (3, 10)]
+    good = [row["_id"] for i, row in enumerate(rows) if i not in (3, 6)]
     assert [ex.id for ex in examples] == good
     (record,) = [r for r in caplog.records if r.name == "lmcot.data"]
     assert record.levelno == logging.WARNING
-    assert "skipped 2 of 33 rows" in record.getMessage()
+    assert "skipped 2 of 9 rows" in record.getMessage()
     assert "row 3" in record.getMessage() and "field 'answer'" in record.getMessage()
 
 
 def test_limit_counts_good_rows_and_stops_reading(tmp_path, caplog):
     rows = hotpot_rows()
     rows[3]["answer"] = None
-    rows[20]["answer"] = None  # beyond the limit: never read
+    rows[7]["answer"] = None  # beyond the limit: never read
     path = write_rows(tmp_path / "hotpot.json", rows)
     with caplog.at_level(logging.WARNING, logger="lmcot.data"):
         examples = hotpotqa.load(str(path), limit=5, on_error="skip")

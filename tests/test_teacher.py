@@ -207,7 +207,7 @@ def make_cfg(tmp_path, teacher: str = "llm", **data):
         "paths": {"cache_dir": str(tmp_path / "cache")},
         "data": {"_target_": f"{__name__}.tiny_data", "n": 6, **data},
         "prompts": OmegaConf.load(conf / "prompts" / "v1.yaml"),
-        "teacher": OmegaConf.load(conf / "teacher" / f"{teacher}.yaml"),
+        "teacher": OmegaConf.load(conf / "teacher" / f"{teacher}.yaml").teacher,  # _global_ pkg
         "reader": {"_target_": f"{__name__}.ScriptedLM", "cache": str(tmp_path / "r.sqlite")},
     })  # fmt: skip
 
