@@ -71,7 +71,7 @@ def test_tiny_student_loss_falls_and_it_generates(cfg_factory, rows_and_examples
     rows, examples = rows_and_examples
     pl.seed_everything(0)  # batch order: the loss ratio below is then reproducible
     student = tiny_student(cfg_factory, name)
-    prompt = instantiate(PROMPTS.rationale, max_prompt_tokens=100)  # gold only: a fast test
+    prompt = instantiate(PROMPTS.rationale, max_prompt_tokens=130)  # gold only: a fast test
     pairs, counts = training_pairs(rows[:4], examples, prompt, token_counter(student))
     assert len(pairs) == 4 and counts["sources_cut"] == 4
     collate = PairCollator(student.tokenizer, student.model.config.is_encoder_decoder, 32)

@@ -40,7 +40,7 @@ def hotpot():
 @pytest.fixture(scope="module")
 def student(tmp_path_factory):
     """A tiny random Llama with SmolLM2's tokenizer, as ``student=tiny_llama`` builds it."""
-    return instantiate(compose_cfg(tmp_path_factory.mktemp("s"), "+student=tiny_llama").student)
+    return instantiate(compose_cfg(tmp_path_factory.mktemp("s"), "student=tiny_llama").student)
 
 
 @pytest.fixture(scope="module")

@@ -46,7 +46,7 @@ def test_guarded_logger_logs_and_skips_exceptions(caplog):
 
 def test_distillation_finishes_when_its_logger_raises(cfg_factory, monkeypatch):
     raising = RaisingLogger()
-    monkeypatch.setattr(loggers, "instantiate_loggers", lambda cfg: [raising])
+    monkeypatch.setattr(loggers, "instantiate_loggers", lambda cfg, **_: [raising])
     cfg = cfg_factory(
         "debug=smoke", "student=tiny_llama", "data.num_train=8", "distill.val_em_limit=0",
         "prompts.rationale.max_prompt_tokens=150",  # synthetic prompts: ~200 tokens in full
