@@ -142,17 +142,24 @@ class EmbeddingFactuality(_EmbeddingScorer):
 
 @register("relevance", "embedding")
 class EmbeddingRelevance(_EmbeddingScorer):
-    """Relevance to the question: mean over rationale sentences of the best cosine similarity to
-    the question or to one of the reference paragraphs.
+    """Relevance to the question, as BERTScore's F1 over sentences: precision is the mean over
+    rationale sentences of the best cosine to the question or a reference paragraph; recall is
+    the mean over reference paragraphs of the best cosine to a rationale sentence.
+
+    Recall is what a reward needs beside precision: with precision alone, restating the question
+    or copying one gold sentence scores higher than the whole two-hop chain (one on-topic
+    sentence has no off-topic neighbour to pull its mean down); recall makes every hop count.
 
     Args:
-        reference: ``supporting`` compares with the question and the gold supporting paragraphs
-            (reads gold annotations: fine for a training reward, not for test-time selection);
-            ``question`` compares with the question alone (gold-free).
+        reference: ``supporting`` compares with the question and the gold supporting paragraphs,
+            recall over those paragraphs (reads gold annotations: fine for a training reward,
+            not for test-time selection); ``question`` compares with the question alone
+            (gold-free; recall is then how well some sentence matches the question).
 
     Blind spots: similar is not necessary: a sentence about the right entity but the wrong fact
     scores high; with ``reference=question``, HotpotQA's distractor paragraphs were retrieved for
-    their similarity to the question, so they score almost as high as the gold ones.
+    their similarity to the question, so they score almost as high as the gold ones, and
+    restating the question scores 1.0.
     """
 
     def __init__(self, reference: str = "supporting", **kwargs):
@@ -162,18 +169,33 @@ class EmbeddingRelevance(_EmbeddingScorer):
         self.reference = reference
         self.uses_gold = reference == "supporting"
 
-    def _references(self, example: Example) -> list[str]:
-        refs = [example.question]
-        if self.reference == "supporting":
-            gold = dict.fromkeys(title for title, _ in example.supporting_facts)
-            paragraphs = dict(example.context)
-            refs += [f"{t}: {' '.join(s.strip() for s in paragraphs[t])}" for t in gold]
-        return refs
+    def _paragraphs(self, example: Example) -> list[str]:
+        if self.reference == "question":
+            return [example.question]
+        gold = dict.fromkeys(title for title, _ in example.supporting_facts)
+        paragraphs = dict(example.context)
+        return [f"{t}: {' '.join(s.strip() for s in paragraphs[t])}" for t in gold]
 
     def __call__(self, prompts, completions, **columns) -> list[float | None]:
         examples = require_examples(columns, completions, "relevance")
-        rows = [(split_sentences(c), self._references(ex)) for ex, c in zip(examples, completions)]
-        return self._mean_best_match(rows)
+        rows = [(split_sentences(c), self._paragraphs(ex)) for ex, c in zip(examples, completions)]
+        questions = [ex.question for ex in examples]
+        self._prefetch([t for sentences, refs in rows for t in sentences + refs] + questions)
+        scores = []
+        for (sentences, paragraphs), question in zip(rows, questions):
+            if not sentences:
+                scores.append(None)
+                continue
+            refs = list(dict.fromkeys([question, *paragraphs]))
+            precision = _cosine(self._best(sentences, refs).mean())
+            recall = _cosine(self._best(paragraphs, sentences).mean())
+            both = precision + recall
+            scores.append(2 * precision * recall / both if both > 0 else 0.0)
+        return scores
+
+    def _best(self, texts: list[str], targets: list[str]) -> np.ndarray:
+        """Per text, its best cosine to a target."""
+        return (self.embedder.encode(texts) @ self.embedder.encode(targets).T).max(axis=1)
 
 
 @register("coherence", "embedding")
