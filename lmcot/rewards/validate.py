@@ -127,10 +127,14 @@ def throughput(scorer, examples: list[Example], texts: list[str]) -> dict[str, f
 
 
 def _forget(scorer) -> None:
-    # time the work, not the memo: embeddings and LM scores are recomputed
+    # time the work, not the memo: embeddings and LM scores are recomputed (and, for the rest of
+    # this process, no longer written to the scorers' disk caches)
     embedder = getattr(scorer, "embedder", None)
     if embedder is not None:
         embedder._memo.clear()
+        embedder.cache = None
+    if hasattr(scorer, "cache") and embedder is None:
+        scorer.cache = None
     if getattr(scorer, "lm", None) is not None and scorer.lm.cache is not None:
         scorer.lm = copy.copy(scorer.lm)
         scorer.lm.cache = None
