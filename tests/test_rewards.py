@@ -2,19 +2,23 @@
 
 import logging
 import math
+import re
 
 import pytest
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 
 from lmcot.data.example import Example
+from lmcot.data.synthetic import make_example
 from lmcot.lm.base import LM, UnsupportedByBackend
 from lmcot.rewards import ASPECTS, RewardRegistry, make_scorer, select_best
 from lmcot.rewards.consistency import AnswerConsistency
 from lmcot.rewards.corrupt import ASPECT_CORRUPTIONS, CORRUPTIONS, corrupt, gold_rationale
 from lmcot.rewards.llm_judge import LLMJudge
+from lmcot.rewards.paraphrase import paraphrase, paraphrase_facts
 from lmcot.rewards.readability import Readability
 from lmcot.rewards.registry import RunningNormalizer
+from lmcot.rewards.validate import build_pairs, score_pairs
 
 RUBRIC = {
     "instruction": "Check.",
@@ -259,7 +263,7 @@ class TestCorruptions:
             "Korvath Mills was founded by Delia Marsh. Delia Marsh was born in Estford. "
             "So the answer is Estford."
         )
-        for name in CORRUPTIONS:
+        for name in set(CORRUPTIONS) - {"changed_number"}:  # EX states no number
             bad = corrupt(EX, name, seed=0)
             assert bad and bad != intact, name
             assert bad == corrupt(EX, name, seed=0)
@@ -268,11 +272,77 @@ class TestCorruptions:
         assert set(ASPECT_CORRUPTIONS) == set(ASPECTS)
         assert all(c in CORRUPTIONS for cs in ASPECT_CORRUPTIONS.values() for c in cs)
 
+    def test_factual_corruptions_change_one_fact_of_a_paraphrase(self):
+        facts = ["Lem Stikem founded Bekrom Toys in 1962.", "Bripa is where Lem Stikem was born."]
+        number = corrupt(EX, "changed_number", seed=0, facts=facts)
+        year = number.split()[6].rstrip(".")
+        assert year != "1962" and 1953 <= int(year) <= 1971
+        assert number.replace(year, "1962", 1) == " ".join([*facts, "So the answer is Estford."])
+        negated = {corrupt(EX, "negated", seed=s, facts=facts) for s in range(8)}
+        assert negated == {
+            "Lem Stikem never founded Bekrom Toys in 1962. Bripa is where Lem Stikem was born. "
+            "So the answer is Estford.",
+            "Lem Stikem founded Bekrom Toys in 1962. Bripa is not where Lem Stikem was born. "
+            "So the answer is Estford.",
+        }
+
     def test_examples(self):
         wrong = corrupt(EX, "wrong_answer").rsplit("So the answer is ", 1)[1]
         assert wrong in ("Korvath Mills.", "Delia Marsh.", "Bryn Hollow.")
         assert "Estford" not in corrupt(EX, "truncated")
         assert corrupt(EX, "run_on").count(".") == 1
+
+
+class TestParaphrase:
+    @pytest.mark.parametrize(
+        "fact, reworded",
+        [
+            ("Drever Press, a publishing house, was started by Trus Kopes in 1974.",
+             "Trus Kopes started Drever Press, a publishing house, in 1974."),
+            ("Tralor Films was founded in 1987 by Ann Lee.",
+             "Ann Lee founded Tralor Films in 1987."),
+            ("Born in Vaban in 1939, Trus Kopes became a composer.",
+             "Trus Kopes, born in Vaban in 1939, went on to become a composer."),
+            ("Drinan is the founder of Ludris Brewing.", "Ludris Brewing was founded by Drinan."),
+            ("In 1990, Gidek founded Stako Toys.", "Gidek founded Stako Toys in 1990."),
+            # a pronoun cannot become an object; two agents are left alone
+            ("It was written by Robert Sherman and sung by Jim Cummings.",
+             "It was written by Robert Sherman and sung by Jim Cummings."),
+        ],
+    )  # fmt: skip
+    def test_rules(self, fact, reworded):
+        assert paraphrase(fact) == reworded
+
+    def test_synthetic_facts_keep_every_name_and_number(self):
+        changed = 0
+        for i in range(32):
+            example = make_example(i)
+            facts, any_changed = paraphrase_facts(example)
+            changed += any_changed
+            for fact, new in zip(example.supporting_sentences(), facts):
+                words = re.findall(r"\b[A-Z][a-z]+\b|\d+", fact)
+                names = [w for w in words if w not in ("Born", "In", "It", "Its", "The")]
+                assert all(n in new for n in names), (fact, new)
+        assert changed >= 28  # nearly every synthetic row is reworded
+
+    def test_validation_pairs_are_built_on_the_paraphrase(self):
+        examples = [make_example(i) for i in range(8)]
+        pairs = build_pairs(examples, ["changed_number"], source="paraphrased")
+        for example, _, intact, _ in pairs:
+            assert intact.startswith(" ".join(paraphrase_facts(example)[0]))
+        with pytest.raises(ValueError, match="unknown source 'copied'"):
+            build_pairs(examples, ["negated"], source="copied")
+
+    @pytest.mark.slow  # MiniLM on 16 rows: 10-50 s on a busy 2-core machine
+    def test_lexical_factuality_misses_negation_embedding_sees_it(self):
+        # the measurement behind reward.scorers.factuality=embedding (docs/rewards.md)
+        examples = [make_example(i) for i in range(16)]
+        pairs = build_pairs(examples, ASPECT_CORRUPTIONS["factuality"], source="paraphrased")
+        lexical = score_pairs(make_scorer("lexical", "factuality"), pairs)
+        embedding = score_pairs(make_scorer("embedding", "factuality"), pairs)
+        assert lexical["pairs"] >= 40
+        assert lexical["by_corruption"]["negated"] < 0.7
+        assert embedding["accuracy"] >= 0.9, embedding
 
 
 def test_registry_from_config_with_cli_overrides(cfg_factory):

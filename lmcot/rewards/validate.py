@@ -3,15 +3,18 @@
     python -m lmcot.rewards.validate data=hotpotqa data.path=FILE
     python -m lmcot.rewards.validate data=hotpotqa data.path=FILE validate.aspects=[factuality]
 
-For every row, the intact rationale (gold supporting sentences + "So the answer is X.") is paired
-with the corruptions its aspect is about (``lmcot.rewards.corrupt.ASPECT_CORRUPTIONS``, or
-``validate.corruptions``); every scorer node of ``validate.backends.<aspect>.<label>`` (a
-``reward/scorer`` option, the label usually its name) scores both, on the first
+For every row and every source of ``validate.sources``, the intact rationale is paired with the
+corruptions its aspect is about, applied to that rationale's facts. Sources: ``verbatim`` (gold
+supporting sentences + "So the answer is X.") and ``paraphrased`` (the same facts reworded by
+:mod:`lmcot.rewards.paraphrase`; rows where no rule applies are left out). The corruptions
+are ``lmcot.rewards.corrupt.ASPECT_CORRUPTIONS`` (or ``validate.corruptions``); every scorer
+node of ``validate.backends.<aspect>.<label>`` (a ``reward/scorer`` option, the label usually
+its name) scores both, on the first
 ``validate.row_limits.<label>`` rows (all rows when unset). The preference accuracy of a backend is
 the share of pairs where the intact rationale scores higher (a tie counts one half; a pair where
 either score is None is skipped and counted). Writes into the run dir:
 
-- ``validation.json``: ``{aspect: {backend: preference_accuracy}}``;
+- ``validation.json``: ``{source: {aspect: {backend: preference_accuracy}}}``;
 - ``validation_details.json``: pairs, skipped, accuracy per corruption, seconds, and with
   ``validate.throughput=true`` rationales/s of each model-free or embedding backend, batched vs
   one rationale at a time.
@@ -28,7 +31,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from lmcot.data.example import Example
-from lmcot.rewards.corrupt import ASPECT_CORRUPTIONS, corrupt, gold_rationale
+from lmcot.rewards.corrupt import ASPECT_CORRUPTIONS, corrupt, with_conclusion
+from lmcot.rewards.paraphrase import paraphrase_facts
 from lmcot.rewards.registry import build_scorer
 from lmcot.tasks import task_wrapper
 
@@ -49,15 +53,31 @@ def preference(intact: float | None, corrupted: float | None) -> float | None:
     return 1.0 if intact > corrupted else 0.5 if intact == corrupted else 0.0
 
 
+SOURCES = ("verbatim", "paraphrased")
+
+
+def intact_facts(example: Example, source: str) -> list[str] | None:
+    """The intact rationale's facts from ``source``; None where a paraphrase changes nothing."""
+    if source == "verbatim":
+        return example.supporting_sentences()
+    if source == "paraphrased":
+        facts, changed = paraphrase_facts(example)
+        return facts if changed else None
+    raise ValueError(f"validate.sources: unknown source {source!r}; sources: {SOURCES}")
+
+
 def build_pairs(
-    examples: list[Example], corruptions: list[str], seed: int = 0
+    examples: list[Example], corruptions: list[str], seed: int = 0, source: str = "verbatim"
 ) -> list[tuple[Example, str, str, str]]:
     """``(example, corruption, intact, corrupted)`` for every row where a corruption applies."""
     pairs = []
     for example in examples:
-        intact = gold_rationale(example)
+        facts = intact_facts(example, source)
+        if facts is None:
+            continue
+        intact = with_conclusion(example, facts)
         for name in corruptions:
-            corrupted = corrupt(example, name, seed)
+            corrupted = corrupt(example, name, seed, facts)
             if corrupted is not None and corrupted != intact:
                 pairs.append((example, name, intact, corrupted))
     return pairs
@@ -107,10 +127,14 @@ def throughput(scorer, examples: list[Example], texts: list[str]) -> dict[str, f
 
 
 def _forget(scorer) -> None:
-    # time the work, not the memo: embeddings and LM scores are recomputed
+    # time the work, not the memo: embeddings and LM scores are recomputed (and, for the rest of
+    # this process, no longer written to the scorers' disk caches)
     embedder = getattr(scorer, "embedder", None)
     if embedder is not None:
         embedder._memo.clear()
+        embedder.cache = None
+    if hasattr(scorer, "cache") and embedder is None:
+        scorer.cache = None
     if getattr(scorer, "lm", None) is not None and scorer.lm.cache is not None:
         scorer.lm = copy.copy(scorer.lm)
         scorer.lm.cache = None
@@ -127,28 +151,33 @@ def validate(cfg: DictConfig) -> dict:
     mapping = {**ASPECT_CORRUPTIONS, **(OmegaConf.to_container(custom) if custom else {})}
     limits = cfg.validate.row_limits or {}
     table, details = {}, {}
-    for aspect in cfg.validate.aspects:
-        for backend, node in cfg.validate.backends.get(aspect, {}).items():
-            rows = examples[: limits.get(backend, len(examples))]  # keyed by label
-            pairs = build_pairs(rows, mapping[aspect], cfg.seed)
-            if not pairs:  # e.g. validate.row_limits.llm_judge=0 turns a backend off
-                continue
-            scorer = build_scorer(node, aspect, reader)
-            result = score_pairs(scorer, pairs)
-            if cfg.validate.throughput and node.backend in TIMED:
-                # 32 rationales (16 through an LM): enough for a rate, cheap to re-run
-                n = 16 if node.backend == "perplexity" else 32
-                texts = [text for _, _, intact, bad in pairs for text in (intact, bad)][:n]
-                batch = [ex for ex, *_ in pairs for _ in (0, 1)][:n]
-                result["rationales_per_s"] = throughput(scorer, batch, texts)
-            log.info("%s / %s: %s", aspect, backend, result)
-            table.setdefault(aspect, {})[backend] = result["accuracy"]
-            details.setdefault(aspect, {})[backend] = {"rows": len(rows), **result}
+    for source in cfg.validate.sources:
+        for aspect in cfg.validate.aspects:
+            for backend, node in cfg.validate.backends.get(aspect, {}).items():
+                rows = examples[: limits.get(backend, len(examples))]  # keyed by label
+                pairs = build_pairs(rows, mapping[aspect], cfg.seed, source)
+                if not pairs:  # e.g. validate.row_limits.llm_judge=0 turns a backend off
+                    continue
+                scorer = build_scorer(node, aspect, reader)
+                result = score_pairs(scorer, pairs)
+                if cfg.validate.throughput and node.backend in TIMED:
+                    # 32 rationales (16 through an LM): enough for a rate, cheap to re-run
+                    n = 16 if node.backend == "perplexity" else 32
+                    texts = [text for _, _, intact, bad in pairs for text in (intact, bad)][:n]
+                    batch = [ex for ex, *_ in pairs for _ in (0, 1)][:n]
+                    result["rationales_per_s"] = throughput(scorer, batch, texts)
+                log.info("%s / %s / %s: %s", source, aspect, backend, result)
+                table.setdefault(source, {}).setdefault(aspect, {})[backend] = result["accuracy"]
+                details.setdefault(source, {}).setdefault(aspect, {})[backend] = {
+                    "rows": len({ex.id for ex, *_ in pairs}),
+                    **result,
+                }
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "validation.json").write_text(json.dumps(table, indent=2) + "\n")
     (out / "validation_details.json").write_text(json.dumps(details, indent=2) + "\n")
-    print(markdown_table(table, details))
+    for source in table:
+        print(f"\n{source} intact rationales\n" + markdown_table(table[source], details[source]))
     return table
 
 
