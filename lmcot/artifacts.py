@@ -34,8 +34,14 @@ def distill_dir(cfg: DictConfig) -> Path:
     return Path(cfg.paths.cache_dir) / "distill" / digest
 
 
+def refine_dir(cfg: DictConfig) -> Path:
+    """Checkpoints and exported student of the RL refinement stage for this config."""
+    digest = config_hash(distill_dir(cfg).name, cfg.refine, cfg.reward, cfg.seed)
+    return Path(cfg.paths.cache_dir) / "refine" / digest
+
+
 # stage name -> the directory holding that stage's exported student (``<dir>/student``)
-STUDENT_DIRS = {"distill": distill_dir}
+STUDENT_DIRS = {"distill": distill_dir, "refine": refine_dir}
 
 
 def student_dir(cfg: DictConfig, stage: str) -> Path:
