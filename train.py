@@ -9,10 +9,16 @@ from omegaconf import DictConfig
 
 from lmcot.distill import run_distill
 from lmcot.evaluate import evaluate
+from lmcot.refine import run_refine
 from lmcot.tasks import task_wrapper
 from lmcot.teacher import run_teacher
 
-STAGES = {"teacher": run_teacher, "distill": run_distill, "evaluate": evaluate}
+STAGES = {
+    "teacher": run_teacher,
+    "distill": run_distill,
+    "refine": run_refine,
+    "evaluate": evaluate,
+}
 
 
 def train(cfg: DictConfig) -> dict[str, float]:

@@ -1,4 +1,4 @@
-"""`python train.py` end to end on tiny models: all four methods, and no work done twice."""
+"""`python train.py` end to end on tiny models: all the methods, and no work done twice."""
 
 import json
 from pathlib import Path
@@ -23,16 +23,17 @@ def trained(tmp_path_factory):
     return cfg, train(cfg)
 
 
-def test_train_writes_all_four_methods(trained):
+def test_train_writes_all_methods(trained):
     cfg, metrics = trained
     results = json.loads(open(f"{cfg.paths.output_dir}/results.json").read())
-    assert list(results["methods"]) == ["standard", "cot", "lm_guided_kd", "lm_guided_kd_sc"]
+    assert list(results["methods"]) == ["standard", "cot", "lm_guided_kd", "lm_guided_kd_sc",
+                                        "lm_guided_rl", "lm_guided_rl_sc"]  # fmt: skip
     assert all(results["methods"][m]["n"] == 4 for m in results["methods"])
     assert metrics["teacher/kept_fraction"] == 1.0
     assert "distill/val_loss" in metrics and "test/lm_guided_kd_sc/em" in metrics
     rows = [json.loads(line) for line in open(f"{cfg.paths.output_dir}/predictions.jsonl")]
     guided = [r for r in rows if r["method"].startswith("lm_guided")]
-    assert len(guided) == 8 and all(isinstance(r["rationale"], str) for r in guided)
+    assert len(guided) == 16 and all(isinstance(r["rationale"], str) for r in guided)
 
 
 def test_rerun_reuses_teacher_checkpoint_and_caches(trained, monkeypatch):
@@ -67,7 +68,10 @@ def test_rationale_quality_and_top_quality_are_reported(trained, tmp_path_factor
     train(again)
     results = json.loads(open(f"{again.paths.output_dir}/results.json").read())
     assert "lm_guided_kd_top_quality" in results["methods"]
-    assert set(results["quality"]) == {"cot", "lm_guided_kd", "lm_guided_kd_top_quality"}
+    assert set(results["quality"]) == {
+        "cot", "lm_guided_kd", "lm_guided_kd_top_quality", "lm_guided_rl",
+        "lm_guided_rl_top_quality",
+    }  # fmt: skip
     for means in results["quality"].values():
         assert set(means) == {"relevance", "readability", "task", "aggregate"}
         assert 0 <= means["readability"] <= 1
@@ -99,7 +103,7 @@ def test_seq2seq_student_trains_and_guides(cfg_factory):
     cfg = cfg_factory(*TINY, "student=tiny_t5", "decoding=greedy", config_name="train")
     train(cfg)
     results = json.loads(open(f"{cfg.paths.output_dir}/results.json").read())
-    assert list(results["methods"]) == ["standard", "cot", "lm_guided_kd"]
+    assert list(results["methods"]) == ["standard", "cot", "lm_guided_kd", "lm_guided_rl"]
 
 
 def test_unknown_stage_is_rejected(cfg_factory):

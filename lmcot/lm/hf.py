@@ -177,6 +177,70 @@ class HFModel(LM):
                 out[idx[j // n]].append(cut_at_stop(text, params.stop))
         return out
 
+    @torch.no_grad()  # not inference_mode: RL feeds these ids to a forward that needs grads
+    def rollout(self, prompts: list[str], params: GenerationParams, n: int = 1) -> dict:
+        """Sample ``n`` completions per prompt as token ids, for RL; uncached, one ``generate``.
+
+        The caller seeds the RNG (the weights change between calls, so a cache would be wrong).
+        Returns one row per sample, prompt-major (rows ``i*n .. i*n+n-1`` answer prompt ``i``):
+        ``prompt_ids``/``prompt_mask`` (as the model read them), ``completion_ids`` (right
+        padded), ``completion_mask`` (the tokens the model chose: through its EOS or the token
+        that completed a stop string), ``texts`` (decoded, cut at the stop strings) and
+        ``finished`` (False: cut off by ``max_new_tokens``).
+        """
+        sampling = {"do_sample": False}
+        if not params.greedy:
+            sampling = {
+                "do_sample": True,
+                "temperature": params.temperature,
+                "top_p": params.top_p,
+            }
+        batch = self.tokenizer(
+            [self.format(p) for p in prompts], return_tensors="pt", padding=True
+        ).to(self.device)
+        generated = self.model.generate(
+            **batch,
+            max_new_tokens=params.max_new_tokens,
+            num_return_sequences=n,
+            stop_strings=list(params.stop) or None,
+            tokenizer=self.tokenizer,
+            pad_token_id=self.tokenizer.pad_token_id,
+            **sampling,
+        )
+        completion = self._completion_ids(generated, batch)
+        mask, finished, texts = [], [], []
+        for ids in completion.tolist():
+            length, done = self._chosen_length(ids, params.stop)
+            mask.append([1] * length + [0] * (len(ids) - length))
+            finished.append(done)
+            texts.append(cut_at_stop(self.tokenizer.decode(ids[:length], skip_special_tokens=True),
+                                     params.stop))  # fmt: skip
+        return {
+            "prompt_ids": batch["input_ids"].repeat_interleave(n, 0),
+            "prompt_mask": batch["attention_mask"].repeat_interleave(n, 0),
+            "completion_ids": completion,
+            "completion_mask": torch.tensor(mask, device=completion.device),
+            "texts": texts,
+            "finished": finished,
+        }
+
+    def _chosen_length(self, ids: list[int], stop: tuple[str, ...]) -> tuple[int, bool]:
+        """(tokens the model chose, whether it ended by itself) of one sampled completion."""
+        if stop and any(s in self.tokenizer.decode(ids, skip_special_tokens=True) for s in stop):
+            for k in range(1, len(ids) + 1):  # the token that completed the first stop string
+                if any(
+                    s in self.tokenizer.decode(ids[:k], skip_special_tokens=True) for s in stop
+                ):
+                    return k, True
+        ends = {self.tokenizer.eos_token_id, self.tokenizer.pad_token_id}
+        for k, token in enumerate(ids):
+            if token in ends:  # EOS is chosen (and learnt); padding after a finish is not
+                return k + (token == self.tokenizer.eos_token_id), True
+        return len(ids), False
+
+    def _completion_ids(self, generated: torch.Tensor, batch) -> torch.Tensor:
+        return self._new_tokens(generated, batch)
+
     def _new_tokens(self, generated: torch.Tensor, batch) -> torch.Tensor:
         return generated[:, batch["input_ids"].shape[1] :]  # causal: drop the (left-padded) prompt
 
@@ -219,6 +283,9 @@ class Seq2SeqLM(HFModel):
 
     def _new_tokens(self, generated: torch.Tensor, batch) -> torch.Tensor:
         return generated  # the decoder output holds only new tokens
+
+    def _completion_ids(self, generated: torch.Tensor, batch) -> torch.Tensor:
+        return generated[:, 1:]  # without the decoder start token
 
     @torch.inference_mode()
     def _logprobs(self, prompts: list[str], continuations: list[str]) -> list[float]:

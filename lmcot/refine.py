@@ -1,0 +1,508 @@
+"""Stage 2, rationale refinement: RL of the distilled student against the reward registry.
+
+One training step: (1) rollout: the policy samples rationales for a batch of training questions
+(``group_size`` per question, one ``generate``); (2) the reward registry scores the decoded
+rationales (the ``task`` aspect asks the reader, through its cache); (3) the algorithm turns
+scores into advantages: ``PPO`` with a value head on the policy's trunk, a per-token KL penalty
+in the reward and GAE; ``GRPO`` relative to the other samples of the same question, KL in the
+loss or in the reward; (4) a few epochs of clipped-surrogate updates over minibatches.
+The loop is ours, not TRL's: TRL 1.x has no PPO for encoder-decoders and its GRPO is
+decoder-only, and the paper's students are FLAN-T5. The math lives in ``lmcot.rl``.
+
+Reference model: with LoRA the reference is the policy with its adapters switched off
+(PEFT's ``disable_adapter``), so no second copy is held; only a student without LoRA gets a
+frozen copy. The policy starts from the KD export with fresh adapters from the student config.
+
+Safety rails:
+- a rationale without reward (every aspect None, e.g. NaN/inf scores the registry dropped) gets
+  no gradient at all: its tokens leave the loss mask and its group's statistics;
+- an empty rationale gets ``empty_penalty`` as its reward; one cut off by ``max_new_tokens``
+  gets its reward minus ``truncation_penalty`` (so rambling never pays);
+- a mean KL to the reference above ``kl_limit`` stops the run, naming the step and the KL;
+  a non-finite loss stops it too, before it can reach the weights.
+
+Dropout stays off during RL (the model is kept in eval mode): the PPO ratio must compare the
+policy that sampled with the one being updated. Every step seeds its own RNG from
+(seed, step, rank), so a resumed run draws the same questions and samples as an uninterrupted
+one without restoring generator states.
+"""
+
+import json
+import logging
+import statistics
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from pytorch_lightning.callbacks import ModelCheckpoint
+from torch import nn
+from torch.utils.data import DataLoader
+
+from lmcot import artifacts, loggers, rl
+from lmcot.data.example import Example
+from lmcot.distill import export
+from lmcot.lm.base import LM, GenerationParams
+from lmcot.lm.hf import HFModel
+from lmcot.metrics import exact_match
+from lmcot.prompts import FewShotPrompt, extract_answer, fit_prompts, token_counter
+from lmcot.rewards.registry import RewardRegistry
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Batch:
+    """One rollout batch as tensors (rows = samples); the per-token ones are ``(N, T)``."""
+
+    prompt_ids: torch.Tensor
+    prompt_mask: torch.Tensor
+    completion_ids: torch.Tensor
+    mask: torch.Tensor  # tokens that carry loss: chosen by the policy, sample has a reward
+    old_logp: torch.Tensor
+    ref_logp: torch.Tensor
+    advantages: torch.Tensor
+    old_values: torch.Tensor | None = None
+    returns: torch.Tensor | None = None
+
+    def rows(self, index: torch.Tensor) -> "Batch":
+        return Batch(**{k: None if v is None else v[index] for k, v in vars(self).items()})
+
+
+class PPO:
+    """PPO as in the paper (Ziegler et al. 2019 style): KL penalty per token in the reward,
+    the sequence reward on the last token, GAE over a value head, whitened advantages.
+
+    Args:
+        kl: KL controller (``lmcot.rl.AdaptiveKLController`` or ``FixedKLController``).
+        epochs: optimisation passes over each rollout batch.
+        minibatch_size: samples per optimiser step.
+        clip: ratio clip of the surrogate; value_clip: clip of the value update.
+        vf_coef: weight of the value loss.
+        gamma, lam: GAE discount and lambda over rationale tokens.
+    """
+
+    value_head = True
+    group_size = 1
+
+    def __init__(self, kl, epochs=2, minibatch_size=4, clip=0.2, value_clip=0.2, vf_coef=0.1,
+                 gamma=1.0, lam=0.95):  # fmt: skip
+        self.kl, self.epochs, self.minibatch_size = kl, epochs, minibatch_size
+        self.clip, self.value_clip, self.vf_coef = clip, value_clip, vf_coef
+        self.gamma, self.lam = gamma, lam
+
+    def advantages(self, scores, logp, ref_logp, values, mask):
+        """(per-token advantages, returns) from sequence scores ``(N,)``."""
+        rewards = -self.kl.value * rl.kl_estimate(logp, ref_logp, "k1") * mask
+        last = (mask.sum(1).long() - 1).clamp(min=0)
+        rewards[torch.arange(len(scores)), last] += scores
+        advantages, returns = rl.gae(rewards, values, mask, self.gamma, self.lam)
+        return rl.masked_whiten(advantages, mask), returns
+
+    def loss(self, logp, values, batch: Batch):
+        policy, clip_ratio = rl.clipped_surrogate(
+            logp, batch.old_logp, batch.advantages, batch.mask, self.clip
+        )
+        vloss = rl.value_loss(values, batch.old_values, batch.returns, batch.mask, self.value_clip)
+        return policy + self.vf_coef * vloss, {"clip_ratio": clip_ratio, "value_loss": vloss}
+
+
+class GRPO:
+    """Group-relative policy optimisation (Shao et al. 2024): ``group_size`` rationales per
+    question, each advantage its reward against the group's mean (and std); no value head.
+
+    Args:
+        kl: KL controller; its value is beta.
+        group_size: samples per question (one ``generate`` with ``n=group_size``).
+        epochs, minibatch_size, clip: as in :class:`PPO`.
+        scale_rewards: divide by the group std (False: only centre, as Dr. GRPO).
+        kl_in_reward: subtract beta * KL (k1, summed over tokens) from each reward instead of
+            adding beta * k3 per token to the loss (GRPO's default).
+    """
+
+    value_head = False
+
+    def __init__(self, kl, group_size=4, epochs=1, minibatch_size=8, clip=0.2,
+                 scale_rewards=True, kl_in_reward=False):  # fmt: skip
+        if group_size < 2:
+            raise ValueError(f"refine.algorithm.group_size must be >= 2 for GRPO: {group_size}")
+        self.kl, self.group_size, self.epochs = kl, group_size, epochs
+        self.minibatch_size, self.clip = minibatch_size, clip
+        self.scale_rewards, self.kl_in_reward = scale_rewards, kl_in_reward
+
+    def advantages(self, scores, logp, ref_logp, values, mask):
+        if self.kl_in_reward:
+            scores = scores - self.kl.value * (rl.kl_estimate(logp, ref_logp, "k1") * mask).sum(1)
+        valid = mask.sum(1) > 0
+        advantages = rl.group_advantages(scores, self.group_size, valid, self.scale_rewards)
+        return advantages[:, None] * mask, None
+
+    def loss(self, logp, values, batch: Batch):
+        policy, clip_ratio = rl.clipped_surrogate(
+            logp, batch.old_logp, batch.advantages, batch.mask, self.clip
+        )
+        if not self.kl_in_reward:
+            kl = rl.masked_mean(rl.kl_estimate(logp, batch.ref_logp, "k3"), batch.mask)
+            policy = policy + self.kl.value * kl
+        return policy, {"clip_ratio": clip_ratio}
+
+
+class RefineModule(pl.LightningModule):
+    """RL refinement of the student; manual optimisation (rollout, score, several updates).
+
+    Args:
+        student: the policy's wrapper (its ``.model`` is trained in place; LoRA or full).
+        registry: the reward registry (``instantiate(cfg.reward, lm=reader)``).
+        algorithm: :class:`PPO` or :class:`GRPO` (``cfg.refine.algorithm``).
+        optimizer: a partial optimiser, given the trainable parameters.
+        rationale_prompt: the student's prompt; answer_prompt: the reader's LM-guided prompt.
+        train_examples: questions to roll out on; val_examples: held-out training questions.
+        reader: the reader for validation EM (None: validation logs the reward only).
+        batch_size: questions per step (per rank); seed: seeds each step's draws.
+        generation: sampling parameters of rollouts (max_new_tokens, temperature, top_p).
+        empty_penalty, truncation_penalty, kl_limit, max_grad_norm: see the module doc.
+        log_table_every: log a table of sample rationales every this many steps (0: never).
+    """
+
+    def __init__(
+        self,
+        student: HFModel,
+        registry: RewardRegistry,
+        algorithm,
+        optimizer: partial,
+        rationale_prompt: FewShotPrompt,
+        answer_prompt: FewShotPrompt,
+        train_examples: list[Example],
+        val_examples: list[Example] | None = None,
+        reader: LM | None = None,
+        batch_size: int = 4,
+        seed: int = 0,
+        generation: dict | None = None,
+        empty_penalty: float = -1.0,
+        truncation_penalty: float = 0.5,
+        kl_limit: float = 50.0,
+        max_grad_norm: float = 1.0,
+        log_table_every: int = 10,
+    ):
+        super().__init__()
+        self.automatic_optimization = False
+        self.student, self.registry, self.algorithm, self.reader = (
+            student,
+            registry,
+            algorithm,
+            reader,
+        )
+        self.optimizer_factory = optimizer
+        self.rationale_prompt, self.answer_prompt = rationale_prompt, answer_prompt
+        self.count_tokens = token_counter(student)  # the rule that fits prompts everywhere
+        self.train_examples, self.val_examples = train_examples, val_examples or []
+        self.batch_size, self.seed = batch_size, seed
+        gen = {**rationale_prompt.generation, "temperature": 1.0, **(generation or {})}
+        self.sampling = GenerationParams(**gen)
+        self.greedy = GenerationParams(**{**gen, "temperature": 0.0})
+        self.empty_penalty, self.truncation_penalty = empty_penalty, truncation_penalty
+        self.kl_limit, self.max_grad_norm = kl_limit, max_grad_norm
+        self.log_table_every = log_table_every
+        self.model = student.model.eval()  # a submodule: Lightning moves and saves it
+        self.encoder_decoder = self.model.config.is_encoder_decoder
+        self.lora = bool(student.lora)
+        self.reference = None
+        if not self.lora:  # no adapter to switch off: a frozen copy is the reference
+            import copy
+
+            self.reference = copy.deepcopy(self.model).requires_grad_(False)
+        self.value_head = None
+        if algorithm.value_head:
+            self.value_head = nn.Linear(self.model.config.hidden_size, 1)
+            nn.init.zeros_(self.value_head.weight)
+            nn.init.zeros_(self.value_head.bias)
+        self.strict_loading = False  # checkpoints hold the trained parameters only
+        self.rl_step = 0
+
+    # ---- forward passes ----------------------------------------------------------------
+    def token_logits(self, model, batch: Batch, values: bool = False):
+        """Logits over the completion tokens ``(N, T, V)`` (and the trunk's states there)."""
+        if self.encoder_decoder:
+            start = torch.full_like(
+                batch.completion_ids[:, :1], model.config.decoder_start_token_id
+            )
+            out = model(
+                input_ids=batch.prompt_ids,
+                attention_mask=batch.prompt_mask,
+                decoder_input_ids=torch.cat([start, batch.completion_ids[:, :-1]], 1),
+                output_hidden_states=values,
+            )
+            return out.logits, out.decoder_hidden_states[-1] if values else None
+        ids = torch.cat([batch.prompt_ids, batch.completion_ids], 1)
+        attention = torch.cat([batch.prompt_mask, torch.ones_like(batch.completion_ids)], 1)
+        positions = (attention.cumsum(1) - 1).clamp(min=0)  # prompts are left-padded
+        keep = batch.completion_ids.shape[1] + 1  # no logits over the (long) prompt
+        out = model(input_ids=ids, attention_mask=attention, position_ids=positions,
+                    output_hidden_states=values, logits_to_keep=keep)  # fmt: skip
+        hidden = out.hidden_states[-1][:, -keep:-1] if values else None
+        return out.logits[:, :-1], hidden  # position t predicts token t + 1
+
+    def policy(self, batch: Batch, values: bool = False):
+        """(log-probs of the sampled tokens, entropy, values or None) under the policy."""
+        logits, hidden = self.token_logits(self.model, batch, values)
+        logp = logits.float().log_softmax(-1)
+        picked = logp.gather(-1, batch.completion_ids[..., None]).squeeze(-1)
+        entropy = -(logp.exp() * logp).sum(-1).detach()
+        value = self.value_head(hidden.float()).squeeze(-1) if values else None
+        return picked, entropy, value
+
+    @torch.no_grad()
+    def reference_logp(self, batch: Batch) -> torch.Tensor:
+        if self.reference is not None:
+            logits, _ = self.token_logits(self.reference, batch)
+        else:
+            with self.model.disable_adapter():
+                logits, _ = self.token_logits(self.model, batch)
+        logits = logits.float().log_softmax(-1)
+        return logits.gather(-1, batch.completion_ids[..., None]).squeeze(-1)
+
+    # ---- one RL step -------------------------------------------------------------------
+    def step_examples(self) -> list[Example]:
+        """This step's questions for this rank: a seeded draw, the same after a resume."""
+        world, rank = self.trainer.world_size, self.trainer.global_rank
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.rl_step)
+        order = torch.randperm(len(self.train_examples), generator=g).tolist()
+        wanted = order[: self.batch_size * world][rank::world]
+        return [self.train_examples[i] for i in wanted]
+
+    def rewards(self, texts, finished, examples, prompts):
+        """(reward per sample, has-reward mask, the registry's scores) with the rails applied."""
+        scores = self.registry(prompts, texts, examples=examples)
+        rewards, valid = [], []
+        for text, done, score in zip(texts, finished, scores.aggregate):
+            if not text.strip():
+                score = self.empty_penalty
+            elif score is not None and not done:
+                score -= self.truncation_penalty
+            rewards.append(0.0 if score is None else float(score))
+            valid.append(score is not None)
+        device = self.device
+        return torch.tensor(rewards, device=device), torch.tensor(valid, device=device), scores
+
+    def training_step(self, _batch, batch_idx: int) -> None:
+        self.model.eval()  # Lightning switches to train mode each epoch; dropout stays off
+        rank = self.trainer.global_rank
+        torch.manual_seed(self.seed * 1_000_003 + self.rl_step * 1_009 + rank)
+        examples = self.step_examples()
+        prompts, _ = fit_prompts(self.rationale_prompt, examples, self.count_tokens)
+        k = self.algorithm.group_size
+        out = self.student.rollout(prompts, self.sampling, n=k)
+        examples = [ex for ex in examples for _ in range(k)]
+        prompts = [p for p in prompts for _ in range(k)]
+        rewards, valid, scores = self.rewards(out["texts"], out["finished"], examples, prompts)
+
+        batch = Batch(out["prompt_ids"], out["prompt_mask"], out["completion_ids"],
+                      out["completion_mask"].float(), None, None, None)  # fmt: skip
+        with torch.no_grad():
+            batch.old_logp, entropy, values = self.policy(
+                batch, values=self.value_head is not None
+            )
+            batch.ref_logp = self.reference_logp(batch)
+        chosen = batch.mask.clone()  # every chosen token, for the logged KL and entropy
+        batch.mask = batch.mask * valid[:, None]  # no reward, no gradient
+        kl = (rl.kl_estimate(batch.old_logp, batch.ref_logp, "k1") * chosen).sum(1).mean().item()
+        if kl > self.kl_limit:
+            raise RuntimeError(
+                f"refine step {self.rl_step}: KL to the reference {kl:.3f} exceeds "
+                f"refine.kl_limit={self.kl_limit}; lower the learning rate or raise the KL coef"
+            )
+        batch.advantages, batch.returns = self.algorithm.advantages(
+            rewards, batch.old_logp, batch.ref_logp, values, batch.mask
+        )
+        batch.old_values = values
+        stats = self.update(batch)
+        self.algorithm.kl.update(kl, n_steps=len(rewards))
+        self.log_step(scores, rewards, valid, kl, entropy, chosen, stats)
+        self.maybe_log_table(examples, out["texts"], scores, rewards)
+        self.rl_step += 1
+
+    def update(self, batch: Batch) -> dict[str, float]:
+        """Several epochs of clipped updates over shuffled minibatches; mean stats."""
+        optimizer = self.optimizers()
+        stats: dict[str, list[float]] = {}
+        n = len(batch.prompt_ids)
+        for _ in range(self.algorithm.epochs):
+            for index in torch.randperm(n).split(self.algorithm.minibatch_size):
+                mini = batch.rows(index)
+                logp, _, values = self.policy(mini, values=self.value_head is not None)
+                loss, parts = self.algorithm.loss(logp, values, mini)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"refine step {self.rl_step}: non-finite loss {loss}")
+                optimizer.zero_grad()
+                self.manual_backward(loss)
+                self.clip_gradients(optimizer, gradient_clip_val=self.max_grad_norm)
+                optimizer.step()
+                for name, value in {"loss": loss, **parts}.items():
+                    stats.setdefault(name, []).append(float(value.detach()))
+        return {name: statistics.fmean(values) for name, values in stats.items()}
+
+    # ---- logging -----------------------------------------------------------------------
+    def log_step(self, scores, rewards, valid, kl, entropy, chosen, stats) -> None:
+        """TRL's metric names: rewards/<aspect>/mean|std, reward, kl, entropy, clip_ratio ..."""
+        metrics = {}
+        for aspect, values in scores.aspects.items():
+            present = [v for v in values if v is not None]
+            if present:
+                metrics[f"rewards/{aspect}/mean"] = statistics.fmean(present)
+                metrics[f"rewards/{aspect}/std"] = statistics.pstdev(present)
+        shaped = rewards[valid]
+        metrics |= {
+            "reward": shaped.mean().item() if len(shaped) else float("nan"),
+            "reward_std": shaped.std(unbiased=False).item() if len(shaped) else float("nan"),
+            "kl": kl,
+            "kl_coef": self.algorithm.kl.value,
+            "entropy": rl.masked_mean(entropy, chosen).item(),
+            "completion_length": chosen.sum(1).mean().item(),
+            "no_reward_fraction": 1 - valid.float().mean().item(),
+            **stats,
+        }
+        self.log("reward", metrics.pop("reward"), prog_bar=True, batch_size=len(rewards))
+        self.log_dict(metrics, batch_size=len(rewards))
+
+    def maybe_log_table(self, examples, texts, scores, rewards) -> None:
+        """Every ``log_table_every`` steps, sample rationales with their per-aspect scores."""
+        if not self.log_table_every or self.rl_step % self.log_table_every:
+            return
+        rows = scores.rows()
+        columns = ["step", "id", "rationale", *rows[0], "reward"]
+        data = [[self.rl_step, ex.id, text, *row.values(), r]
+                for ex, text, row, r in zip(examples, texts, rows, rewards.tolist())]  # fmt: skip
+        loggers.log_safely(self.loggers, "log_table", key="refine/samples", columns=columns,
+                           data=data)  # fmt: skip
+
+    # ---- validation --------------------------------------------------------------------
+    def validation_step(self, examples: list[Example], batch_idx: int) -> None:
+        """Reader EM with the current policy's greedy rationales, and their mean reward."""
+        prompts, _ = fit_prompts(self.rationale_prompt, examples, self.count_tokens)
+        texts = self.student.rollout(prompts, self.greedy)["texts"]
+        scores = self.registry(prompts, texts, examples=examples)
+        present = [s for s in scores.aggregate if s is not None]
+        metrics = {"val/reward": statistics.fmean(present) if present else 0.0}
+        if self.reader is not None:
+            answers = self.reader.generate(
+                [self.answer_prompt.render(ex, rationale=t) for ex, t in zip(examples, texts)],
+                self.answer_prompt.params,
+            )
+            metrics["val/em"] = statistics.fmean(
+                exact_match(extract_answer(a[0]), ex.golds) for ex, a in zip(examples, answers)
+            )
+        self.log_dict(metrics, prog_bar=True, batch_size=len(examples))
+
+    # ---- optimiser and checkpoints -----------------------------------------------------
+    def configure_optimizers(self):
+        return self.optimizer_factory(params=[p for p in self.parameters() if p.requires_grad])
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        trainable = {n for n, p in self.named_parameters() if p.requires_grad}
+        checkpoint["state_dict"] = {
+            k: v for k, v in checkpoint["state_dict"].items() if k in trainable
+        }  # LoRA: the adapters and value head; never the frozen base or reference
+        checkpoint["refine"] = {"step": self.rl_step, "kl": self.algorithm.kl.state_dict()}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.rl_step = checkpoint["refine"]["step"]
+        self.algorithm.kl.load_state_dict(checkpoint["refine"]["kl"])
+
+
+class Steps(torch.utils.data.Dataset):
+    """``n`` empty batches: the training loop's clock (each step draws its own questions)."""
+
+    def __init__(self, n: int):
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> int:
+        return i
+
+
+def dataloaders(steps_per_epoch: int, val_examples: list[Example]):
+    """(train, val) loaders: step ticks, and the held-out questions as one list per batch."""
+    train = DataLoader(Steps(steps_per_epoch), batch_size=None)
+    val = DataLoader(val_examples, batch_size=max(1, len(val_examples)), collate_fn=list)
+    return train, val
+
+
+def run_refine(cfg: DictConfig) -> dict[str, float]:
+    """Stage entry: RL-refine the KD student, export the best policy, or reuse the export.
+
+    Holds the artifact's lock throughout, so parallel jobs with one key refine once.
+    """
+    art = artifacts.artifact(cfg, "refine")
+    with art.lock():
+        if art.done:
+            log.info("refined student exists, reusing %s (manifest.json says why)", art.student)
+            return json.loads((art.student / artifacts.DONE).read_text())
+        kd = artifacts.artifact(cfg, "distill")
+        if not kd.done:
+            raise FileNotFoundError(f"no distilled student at {kd.student}: run the distill "
+                                    "stage first (stages=[teacher,distill,refine])")  # fmt: skip
+        art.write_manifest()
+        return _refine(cfg, art, kd.student)
+
+
+def _refine(cfg: DictConfig, art: artifacts.Artifact, kd: Path) -> dict[str, float]:
+    out = art.dir
+    r = cfg.refine
+    examples = list(instantiate(cfg.data, split="train"))
+    if len(examples) <= r.val_size:
+        raise ValueError(
+            f"refine.val_size={r.val_size} leaves no training questions of {len(examples)}"
+        )
+    train_examples, val_examples = examples[: -r.val_size], examples[-r.val_size :]
+    student: HFModel = instantiate(cfg.student, name_or_path=str(kd), tokenizer=None,
+                                   model_config=None, cache=None)  # fmt: skip
+    reader = instantiate(cfg.reader)
+    module = RefineModule(
+        student,
+        registry=instantiate(cfg.reward, lm=reader),
+        algorithm=instantiate(r.algorithm),
+        optimizer=instantiate(r.optimizer),
+        rationale_prompt=instantiate(cfg.prompts.rationale),
+        answer_prompt=instantiate(cfg.prompts.guided),
+        train_examples=train_examples,
+        val_examples=val_examples,
+        reader=reader,
+        batch_size=r.batch_size,
+        seed=cfg.seed,
+        generation={"max_new_tokens": r.max_new_tokens, "temperature": r.temperature},
+        empty_penalty=r.empty_penalty,
+        truncation_penalty=r.truncation_penalty,
+        kl_limit=r.kl_limit,
+        max_grad_norm=r.max_grad_norm,
+        log_table_every=r.log_table_every,
+    )
+    best = ModelCheckpoint(dirpath=out / "checkpoints", filename="best", monitor="val/em",
+                           mode="max")  # fmt: skip
+    last = ModelCheckpoint(dirpath=out / "checkpoints", save_top_k=0, save_last=True,
+                           every_n_train_steps=1)  # fmt: skip
+    run_loggers = loggers.instantiate_loggers(cfg.get("logger"), stage="refine")
+    loggers.log_safely(run_loggers, "log_hyperparams", loggers.hparams(cfg))
+    trainer: pl.Trainer = instantiate(
+        cfg.trainer, default_root_dir=out, callbacks=[best, last],
+        logger=loggers.guarded(run_loggers) or False,
+        max_epochs=r.epochs, gradient_clip_val=None, num_sanity_val_steps=0, log_every_n_steps=1,
+        use_distributed_sampler=False,
+    )  # fmt: skip
+    train, val = dataloaders(r.steps_per_epoch, val_examples)
+    ckpt = out / "checkpoints" / "last.ckpt"
+    trainer.fit(module, train, val, ckpt_path=ckpt if ckpt.exists() else None)
+
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    if best.best_model_path:  # export the policy with the best validation EM, not the last
+        state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)
+        module.load_state_dict(state["state_dict"], strict=False)
+    metrics = {f"refine/{k.replace('/', '_')}": v for k, v in metrics.items()}
+    if trainer.is_global_zero:  # one writer under DDP/FSDP
+        export(student, art, metrics)
+        log.info("refined student exported to %s", art.student)
+    return metrics
