@@ -209,13 +209,27 @@ def refine_artifact(cfg: DictConfig) -> Artifact:
     inputs = {
         "distill": distill_artifact(cfg).key,
         "refine": OmegaConf.to_container(cfg.refine, resolve=True),
-        "reward": OmegaConf.to_container(cfg.reward, resolve=True),
+        "reward": _without_runtime(OmegaConf.to_container(cfg.reward, resolve=True)),
         "reader": model_identity(cfg.reader),
         "prompt": OmegaConf.to_container(cfg.prompts.guided, resolve=True),
         "trainer": trainer_knobs(cfg),
         "seed": cfg.seed,
     }
     return _artifact(cfg, "refine", _model_name(cfg.student), inputs)
+
+
+def _without_runtime(tree):
+    """``tree`` without :data:`MODEL_RUNTIME_FIELDS` at any depth (a scorer's score cache path,
+    a judge's batch size): they change where answers are kept, not what they are.
+
+    >>> _without_runtime({"scorers": {"fluency": {"cache": "/home/u/r.sqlite", "stride": 2}}})
+    {'scorers': {'fluency': {'stride': 2}}}
+    """
+    if isinstance(tree, dict):
+        return {k: _without_runtime(v) for k, v in tree.items() if k not in MODEL_RUNTIME_FIELDS}
+    if isinstance(tree, list):
+        return [_without_runtime(v) for v in tree]
+    return tree
 
 
 def _model_name(node: DictConfig) -> str:

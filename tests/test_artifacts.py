@@ -155,3 +155,16 @@ def test_parallel_jobs_with_one_key_train_once(tmp_path):
     assert sum("distilled student exists, reusing" in log for log in logs) == 1, logs
     (done,) = (tmp_path / "cache" / "distill").glob(f"*/student/{DONE}")
     assert done.exists()
+
+
+def test_refine_key_holds_no_path_and_follows_the_reward(cfg_factory, tmp_path):
+    base = cfg_factory(*TINY, config_name="train")
+    key = artifact(base, "refine").key
+    assert str(tmp_path) not in json.dumps(artifact(base, "refine").inputs)
+    moved = cfg_factory(*TINY, f"paths.cache_dir={tmp_path / 'other'}", config_name="train")
+    assert artifact(moved, "refine").key == key
+    for change in ["reward.aspects=[task]", "refine=grpo", "refine.optimizer.lr=1e-3"]:
+        assert artifact(cfg_factory(*TINY, change, config_name="train"), "refine").key != key
+    # the RL student depends on its KD student: a new KD key is a new RL key
+    assert artifact(cfg_factory(*TINY, "distill.optimizer.lr=1e-3", config_name="train"),
+                    "refine").key != key  # fmt: skip
