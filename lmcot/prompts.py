@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from lmcot.data.example import Example
 from lmcot.lm.base import GenerationParams
+from lmcot.lm.messages import FewShotText
 
 
 @dataclass
@@ -33,13 +34,14 @@ class FewShotPrompt:
     exemplars: list[dict] = field(default_factory=list)
     generation: dict = field(default_factory=dict)
 
-    def render(self, example: Example, rationale: str | None = None) -> str:
-        """The full prompt for ``example`` (and, for LM-guided answering, a given rationale)."""
-        shots = [self.template.format(**ex) + self.target.format(**ex) for ex in self.exemplars]
+    def render(self, example: Example, rationale: str | None = None) -> FewShotText:
+        """The full prompt for ``example`` (and, for LM-guided answering, a given rationale):
+        its flat text, which also knows its parts for chat models (``lmcot.lm.messages``)."""
+        shots = [(self.template.format(**ex), self.target.format(**ex)) for ex in self.exemplars]
         query = self.template.format(
             context=example.context_text(), question=example.question, rationale=rationale or ""
         )
-        return "\n\n".join([self.instruction, *shots, query])
+        return FewShotText(self.instruction, shots, query)
 
     @property
     def params(self) -> GenerationParams:
