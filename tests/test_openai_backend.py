@@ -76,7 +76,8 @@ class FakeOpenAI:
 
 def echoed(prompt):
     """A completions choice echoing ``prompt`` plus one generated token, vLLM-style: one token
-    per whitespace-led word (and trailing whitespace), each worth -0.5 except the first (no context, no log-prob)."""
+    per whitespace-led word (and trailing whitespace), each worth -0.5 except the first (no
+    context, no log-prob)."""
     tokens = [*re.findall(r"\s*\S+|\s+$", prompt), " X"]
     offsets = [sum(map(len, tokens[:i])) for i in range(len(tokens))]
     logprobs = [None] + [-0.5] * (len(tokens) - 1)
@@ -398,3 +399,22 @@ def test_support_probe_is_asked_once_and_cached(server, tmp_path, echo):
     assert make_lm(server, cache=cache).supports_continuation_logprobs() is echo
     assert make_lm(server, cache=cache).supports_continuation_logprobs() is echo
     assert len(server.requests) == 1
+
+
+def test_perplexity_scorer_over_a_server_with_echo(server):
+    from lmcot.rewards import make_scorer
+
+    scorer = make_scorer("perplexity", "fluency", lm=make_lm(server))
+    [score, empty] = scorer([], ["Ada was born in Lyon.", " "])
+    assert 0 < score < 1 and empty is None  # not the silent exp(-inf) = 0.0
+
+
+def test_perplexity_scorer_refused_at_start_without_echo(server):
+    from lmcot.rewards import make_scorer
+
+    server.echo = False
+    with pytest.raises(UnsupportedByBackend) as e:
+        make_scorer("perplexity", "naturalness", lm=make_lm(server))
+    for part in ("'naturalness'", "vLLM, llama.cpp", "reward.scorers.naturalness.lm", "llm_judge"):
+        assert part in str(e.value)
+    assert len(server.requests) == 1  # the probe, nothing else
