@@ -418,3 +418,33 @@ def test_perplexity_scorer_refused_at_start_without_echo(server):
     for part in ("'naturalness'", "vLLM, llama.cpp", "reward.scorers.naturalness.lm", "llm_judge"):
         assert part in str(e.value)
     assert len(server.requests) == 1  # the probe, nothing else
+
+
+@pytest.mark.parametrize("chat", [True, False])
+def test_evaluate_end_to_end_never_drops_a_stated_answer(server, cfg_factory, monkeypatch, chat):
+    from lmcot.evaluate import evaluate
+
+    secret = "sk-lmcot-FAKE-KEY-5eb3c1d0"
+    server.expected_key = secret
+    monkeypatch.setenv("LMCOT_TEST_KEY", secret)
+    # a chatty reader: no Answer: line, the answer stated in a sentence, in bold
+    server.reply = lambda prompt, i, body: (
+        "Both facts are in the context. The answer is: **Estford**."
+    )
+    cfg = cfg_factory(
+        "debug=smoke", "data.limit=3", "reader=openai", "reader.model=fake-model",
+        f"reader.base_url={server.url}", "reader.api_key_env=LMCOT_TEST_KEY",
+        f"reader.chat={chat}", "logger=csv",
+    )  # fmt: skip
+    evaluate(cfg)
+    out = Path(cfg.paths.output_dir)
+    rows = [json.loads(line) for line in open(out / "predictions.jsonl")]
+    assert len(rows) == 6 and all(r["prediction"] == "Estford" for r in rows)
+    bodies = [b for _, _, b in server.requests]
+    if chat:  # few-shot prompts went as turns
+        assert all([m["role"] for m in b["messages"]][:3] == ["system", "user", "assistant"]
+                   for b in bodies)  # fmt: skip
+    written = [p for p in Path(cfg.paths.output_dir).parent.rglob("*") if p.is_file()]
+    written += [p for p in Path(cfg.paths.cache_dir).rglob("*") if p.is_file()]
+    assert any(p.name == "reader.sqlite" for p in written)
+    assert not [p for p in written if secret.encode() in p.read_bytes()]
