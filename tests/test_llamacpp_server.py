@@ -61,7 +61,8 @@ def server():
             if proc.poll() is not None:
                 pytest.fail(f"llama_cpp.server exited: {proc.stderr.read().decode()[-2000:]}")
             try:
-                if httpx.get(f"{url}/models", headers={"Authorization": f"Bearer {SECRET}"}):
+                auth = {"Authorization": f"Bearer {SECRET}"}
+                if httpx.get(f"{url}/models", headers=auth).status_code == 200:
                     break
             except httpx.TransportError:
                 pass
