@@ -28,6 +28,7 @@ pytest.importorskip(
     reason="llama-cpp-python's server is not installed (bash scripts/install.sh --with-server)",
 )
 
+pytestmark = pytest.mark.slow  # ~3.5 min on 2 busy cores; CI runs it (.ci/run runs slow tests)
 CONF = Path(__file__).parents[1] / "conf"
 SECRET = "sk-lmcot-FAKE-KEY-7d41e9a2"  # recognisable: searched for in every written file
 EXAMPLE = Example(
