@@ -82,9 +82,8 @@ def model_identity(node: DictConfig) -> dict:
                 identity[key] = value
         else:  # resolved one field at a time: resolving the node would convert the GGUF
             value = node[key]
-            identity[key] = (
-                OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
-            )
+            plain = OmegaConf.is_config(value)
+            identity[key] = OmegaConf.to_container(value, resolve=True) if plain else value
     return identity
 
 

@@ -16,6 +16,7 @@ import logging
 import os
 import shutil
 from functools import partial
+
 import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
@@ -273,7 +274,7 @@ def _distill(cfg: DictConfig, art: Artifact) -> dict[str, float]:
         )
     rows = store.kept()
     if not rows:
-        raise RuntimeError(f"{store.path} has no kept rationales: distillation has nothing to learn")
+        raise RuntimeError(f"{store.path} has no kept rationales: nothing to distil")
     missing = sorted({r["id"] for r in rows} - set(examples))
     if missing:
         raise RuntimeError(f"{store.path} has ids not in the training data, e.g. {missing[:3]}")

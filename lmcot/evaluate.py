@@ -27,8 +27,10 @@ def load_student(cfg: DictConfig, stage: str, path: str | None = None) -> LM:
     """
     if path is None:
         if "stages" not in cfg:  # evaluate.py: no training stages to take a student from
-            raise ValueError(f"{stage} made no student for this config (evaluate.py trains "
-                             "nothing): name the student directory with student_path=DIR")  # fmt: skip
+            raise ValueError(
+                f"{stage} made no student for this config (evaluate.py trains nothing): "
+                "name the student directory with student_path=DIR"
+            )
         art = artifact(cfg, stage)
         if not art.done:
             raise FileNotFoundError(

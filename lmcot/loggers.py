@@ -58,7 +58,8 @@ def instantiate_loggers(cfg: DictConfig | None, stage: str | None = None) -> lis
     loggers = []
     for name, node in (cfg or {}).items():
         try:
-            loggers.append(instantiate(node, **({"job_type": stage} if "job_type" in node else {})))
+            job_type = {"job_type": stage} if "job_type" in node else {}
+            loggers.append(instantiate(node, **job_type))
         except Exception as e:  # a logger is never worth losing a run for
             log.warning("logger %s could not start and is skipped: %s", name, e)
     return loggers

@@ -70,6 +70,7 @@ def test_model_fingerprint_follows_content_not_path(tmp_path):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     from conftest import compose_cfg
+
     from train import train
 
     cfg = compose_cfg(tmp_path_factory.mktemp("art"), *TINY, "decoding=[greedy]",
@@ -90,10 +91,12 @@ def test_manifest_says_what_made_the_artifact(trained):
 
 def test_evaluation_finds_the_student_on_another_device(trained, tmp_path):
     from conftest import compose_cfg
+
     from train import train
 
+    cache = f"paths.cache_dir={trained.paths.cache_dir}"
     cfg = compose_cfg(tmp_path, *TINY, "decoding=[greedy]", "stages=[evaluate]", "trainer=cpu",
-                      f"paths.cache_dir={trained.paths.cache_dir}", config_name="train")  # fmt: skip
+                      cache, config_name="train")  # fmt: skip
     assert "test/lm_guided_kd/em" in train(cfg)
 
 
@@ -113,6 +116,7 @@ def test_evaluate_py_evaluates_a_given_student(trained, tmp_path):
 
 def test_a_missing_student_error_lists_the_finished_ones(trained, tmp_path):
     from conftest import compose_cfg
+
     from train import train
 
     cfg = compose_cfg(tmp_path, *TINY, "decoding=[greedy]", "stages=[evaluate]",
@@ -125,6 +129,7 @@ def test_a_missing_student_error_lists_the_finished_ones(trained, tmp_path):
 
 def test_distillation_refuses_an_unfinished_teacher_file(trained, tmp_path):
     from conftest import compose_cfg
+
     from train import train
 
     cfg = compose_cfg(tmp_path, *TINY, "stages=[teacher]", config_name="train")
@@ -141,8 +146,14 @@ def test_distillation_refuses_an_unfinished_teacher_file(trained, tmp_path):
 @pytest.mark.slow
 def test_parallel_jobs_with_one_key_train_once(tmp_path):
     """Two processes start the same distillation at once: one trains, the other reuses."""
-    args = [sys.executable, "train.py", *TINY, "stages=[teacher,distill]",
-            f"paths.cache_dir={tmp_path / 'cache'}", "hydra.job_logging.root.level=INFO"]
+    args = [
+        sys.executable,
+        "train.py",
+        *TINY,
+        "stages=[teacher,distill]",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        "hydra.job_logging.root.level=INFO",
+    ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
     jobs = [
         subprocess.Popen([*args, f"hydra.run.dir={tmp_path / str(i)}"], cwd=REPO, env=env,

@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 import socket
 import threading
 import time
@@ -13,6 +14,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from lmcot.lm.base import GenerationParams, UnsupportedByBackend
+from lmcot.lm.messages import FewShotText
 from lmcot.lm.openai import OpenAICompatibleLM, RequestRejected, ServerUnavailable
 
 CONF = Path(__file__).parents[1] / "conf"
@@ -32,6 +34,7 @@ class FakeOpenAI:
         self.expected_key = None  # when set, other keys get a 401 that echoes them
         self.n_supported = True  # False: ignore n like Ollama does
         self.top = [("Yes", -0.1), (" yes", -0.05), ("No", -2.5)]  # None: no logprobs
+        self.echo = True  # False: ignore echo, like servers without prompt log-probs
         self.delay = 0.0  # seconds per successful answer, to shuffle completion order
         self.in_flight = self.max_in_flight = 0
         self.lock = threading.Lock()
@@ -40,7 +43,9 @@ class FakeOpenAI:
         return f"A:{prompt}#{index}/{body.get('seed')}"
 
     def answer(self, path, body):
-        prompt = body["messages"][0]["content"] if "messages" in body else body["prompt"]
+        prompt = body["messages"][-1]["content"] if "messages" in body else body["prompt"]
+        if body.get("echo") and self.echo:
+            return {"object": "text_completion", "choices": [echoed(prompt)]}
         n = body.get("n", 1) if self.n_supported else 1
         texts = [self.reply(prompt, i, body) for i in range(n)]
         # a real server cuts at the stops it was sent (vLLM, OpenAI), and excludes them
@@ -67,6 +72,17 @@ class FakeOpenAI:
                 c["logprobs"] = None
             choices.append(c)
         return {"object": "chat.completion" if chat else "text_completion", "choices": choices}
+
+
+def echoed(prompt):
+    """A completions choice echoing ``prompt`` plus one generated token, vLLM-style: one token
+    per whitespace-led word (and trailing whitespace), each worth -0.5 except the first (no
+    context, no log-prob)."""
+    tokens = [*re.findall(r"\s*\S+|\s+$", prompt), " X"]
+    offsets = [sum(map(len, tokens[:i])) for i in range(len(tokens))]
+    logprobs = [None] + [-0.5] * (len(tokens) - 1)
+    lp = {"tokens": tokens, "token_logprobs": logprobs, "text_offset": offsets}
+    return {"index": 0, "text": "".join(tokens), "logprobs": lp, "finish_reason": "length"}
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -318,3 +334,117 @@ def test_hydra_config_builds_the_backend(tmp_path):
     lm = instantiate(cfg.reader)
     assert isinstance(lm, OpenAICompatibleLM) and lm._client is None
     assert lm.cache.path == tmp_path / "reader.sqlite"
+
+
+FEW_SHOT = FewShotText(
+    "Answer briefly.", [("Q: 2+2?\nA:", " 4"), ("Q: 1+1?\nA:", " 2")], "Q: 3+3?\nA:"
+)
+
+
+def test_chat_sends_few_shot_as_turns_with_the_same_stops(server):
+    params = GenerationParams(stop=("\n", "\nQ:"))
+    make_lm(server).generate([FEW_SHOT], params)
+    body = server.requests[0][2]
+    assert [(m["role"], m["content"]) for m in body["messages"]] == [
+        ("system", "Answer briefly."),
+        ("user", "Q: 2+2?\nA:"),
+        ("assistant", "4"),
+        ("user", "Q: 1+1?\nA:"),
+        ("assistant", "2"),
+        ("user", "Q: 3+3?\nA:"),
+    ]
+    assert body["stop"] == ["\n", "\nQ:"]
+    make_lm(server, system_role=False).generate([FEW_SHOT], params)
+    assert [m["role"] for m in server.requests[1][2]["messages"]][:2] == ["user", "assistant"]
+    make_lm(server, fewshot_as_multiturn=False).generate([FEW_SHOT], params)
+    assert server.requests[2][2]["messages"] == [{"role": "user", "content": str(FEW_SHOT)}]
+    make_lm(server, chat=False).generate([FEW_SHOT], params)
+    assert server.requests[3][2]["prompt"] == str(FEW_SHOT)  # completions: the flat text
+    assert server.requests[3][2]["stop"] == ["\n", "\nQ:"]
+
+
+def test_chat_cache_key_follows_the_messages(server, tmp_path):
+    cache = str(tmp_path / "c.sqlite")
+    make_lm(server, cache=cache).generate([FEW_SHOT])
+    make_lm(server, cache=cache).generate([FEW_SHOT])
+    assert len(server.requests) == 1
+    make_lm(server, cache=cache, fewshot_as_multiturn=False).generate([FEW_SHOT])
+    make_lm(server, cache=cache, system_role=False).generate([FEW_SHOT])
+    assert len(server.requests) == 3  # other messages, other keys
+
+
+@pytest.mark.parametrize("chat", [True, False])
+def test_multi_token_logprobs_by_echo(server, chat):
+    lm = make_lm(server, chat=chat)
+    # "Explanation:" is one token; the continuation's four (" Ada", " was", " born.", "\n")
+    # cost -0.5 each
+    assert lm.logprobs(["Explanation:"], [" Ada was born.\n"]) == [-2.0]
+    path, _, body = server.requests[0]
+    assert path == "/v1/completions" and body["prompt"] == "Explanation: Ada was born.\n"
+    assert body["echo"] is True and body["logprobs"] == 1 and body["max_tokens"] == 1
+    assert lm.logprobs(["q"], [" yes"]) == [-0.05]  # one word: the first-answer-token path
+
+
+def test_multi_token_logprobs_refused_without_echo(server):
+    server.echo = False
+    lm = make_lm(server)
+    with pytest.raises(UnsupportedByBackend, match="echo \\+ logprobs.*vLLM, llama.cpp"):
+        lm.logprobs(["Explanation:"], [" Ada was born."])
+
+
+@pytest.mark.parametrize("echo", [True, False])
+def test_support_probe_is_asked_once_and_cached(server, tmp_path, echo):
+    server.echo = echo
+    cache = str(tmp_path / "c.sqlite")
+    assert make_lm(server, cache=cache).supports_continuation_logprobs() is echo
+    assert make_lm(server, cache=cache).supports_continuation_logprobs() is echo
+    assert len(server.requests) == 1
+
+
+def test_perplexity_scorer_over_a_server_with_echo(server):
+    from lmcot.rewards import make_scorer
+
+    scorer = make_scorer("perplexity", "fluency", lm=make_lm(server))
+    [score, empty] = scorer([], ["Ada was born in Lyon.", " "])
+    assert 0 < score < 1 and empty is None  # not the silent exp(-inf) = 0.0
+
+
+def test_perplexity_scorer_refused_at_start_without_echo(server):
+    from lmcot.rewards import make_scorer
+
+    server.echo = False
+    with pytest.raises(UnsupportedByBackend) as e:
+        make_scorer("perplexity", "naturalness", lm=make_lm(server))
+    for part in ("'naturalness'", "vLLM, llama.cpp", "reward.scorers.naturalness.lm", "llm_judge"):
+        assert part in str(e.value)
+    assert len(server.requests) == 1  # the probe, nothing else
+
+
+@pytest.mark.parametrize("chat", [True, False])
+def test_evaluate_end_to_end_never_drops_a_stated_answer(server, cfg_factory, monkeypatch, chat):
+    from lmcot.evaluate import evaluate
+
+    secret = "sk-lmcot-FAKE-KEY-5eb3c1d0"
+    server.expected_key = secret
+    monkeypatch.setenv("LMCOT_TEST_KEY", secret)
+    # a chatty reader: no Answer: line, the answer stated in a sentence, in bold
+    server.reply = lambda prompt, i, body: (
+        "Both facts are in the context. The answer is: **Estford**."
+    )
+    cfg = cfg_factory(
+        "debug=smoke", "data.limit=3", "reader=openai", "reader.model=fake-model",
+        f"reader.base_url={server.url}", "reader.api_key_env=LMCOT_TEST_KEY",
+        f"reader.chat={chat}", "logger=csv",
+    )  # fmt: skip
+    evaluate(cfg)
+    out = Path(cfg.paths.output_dir)
+    rows = [json.loads(line) for line in open(out / "predictions.jsonl")]
+    assert len(rows) == 6 and all(r["prediction"] == "Estford" for r in rows)
+    bodies = [b for _, _, b in server.requests]
+    if chat:  # few-shot prompts went as turns
+        assert all([m["role"] for m in b["messages"]][:3] == ["system", "user", "assistant"]
+                   for b in bodies)  # fmt: skip
+    written = [p for p in Path(cfg.paths.output_dir).parent.rglob("*") if p.is_file()]
+    written += [p for p in Path(cfg.paths.cache_dir).rglob("*") if p.is_file()]
+    assert any(p.name == "reader.sqlite" for p in written)
+    assert not [p for p in written if secret.encode() in p.read_bytes()]

@@ -75,8 +75,15 @@ def test_slurm_launcher_composes_to_executor_parameters(tmp_path):
 
 def run_sweep(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
-    cmd = [sys.executable, str(REPO / "train.py"), "-m", "sweeps=smoke",
-           f"paths.cache_dir={tmp_path / 'cache'}", "hydra.job_logging.root.level=INFO", *extra]
+    cmd = [
+        sys.executable,
+        str(REPO / "train.py"),
+        "-m",
+        "sweeps=smoke",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        "hydra.job_logging.root.level=INFO",
+        *extra,
+    ]
     # from another working directory: the sweep must not depend on the repository root
     return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=1200)  # fmt: skip

@@ -90,6 +90,11 @@ class LM(ABC):
     def _generate(self, prompts: list[str], params: GenerationParams, n: int) -> list[list[str]]:
         """n samples for every prompt, stop strings already cut."""
 
+    def cache_prompt(self, prompt: str) -> str:
+        """The prompt as its cache key holds it: exactly what the model is sent. Plain text
+        here; chat backends override it with their canonical messages."""
+        return str(prompt)
+
     def _logprobs(self, prompts: list[str], continuations: list[str]) -> list[float]:
         raise UnsupportedByBackend(f"{type(self).__name__} cannot score continuations")
 
@@ -106,7 +111,10 @@ class LM(ABC):
             return self._count(self._generate, list(prompts), params, n)
         decoding = params.cache_fields()
         keys = [
-            [self.cache.key(self.cache_id, "generate", p, decoding, i) for i in range(n)]
+            [
+                self.cache.key(self.cache_id, "generate", self.cache_prompt(p), decoding, i)
+                for i in range(n)
+            ]
             for p in prompts
         ]
         found = self.cache.get_many([k for ks in keys for k in ks])
@@ -139,7 +147,7 @@ class LM(ABC):
         if self.cache is None:
             return self._count(self._logprobs, list(prompts), list(continuations))
         keys = [
-            self.cache.key(self.cache_id, "logprobs", p, {"continuation": c}, 0)
+            self.cache.key(self.cache_id, "logprobs", self.cache_prompt(p), {"continuation": c}, 0)
             for p, c in zip(prompts, continuations, strict=True)
         ]
         found = self.cache.get_many(keys)

@@ -22,6 +22,7 @@ from transformers import (
 
 from lmcot.lm.base import LM, GenerationParams, cut_at_stop
 from lmcot.lm.fingerprint import model_fingerprint
+from lmcot.lm.messages import canonical, chat_messages
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,12 @@ class HFModel(LM):
         dtype: ``float32``, ``bfloat16``, ``float16`` or ``auto``.
         device: ``auto`` picks CUDA when present.
         batch_size: prompts per forward pass (times n samples).
-        chat_template: wrap each prompt as one user turn of the tokenizer's chat template.
+        chat_template: send prompts through the tokenizer's chat template, few-shot prompts
+            as a multi-turn conversation (``lmcot.lm.messages.chat_messages``).
+        system_role: with the chat template, the instruction as a system message; ``False``
+            for templates that reject a system role (it then opens the first user turn).
+        fewshot_as_multiturn: with the chat template, exemplars as user/assistant turns;
+            ``False`` wraps the whole flat prompt as one user turn.
         lora: keyword arguments of a ``peft.LoraConfig``: train low-rank adapters only.
         trust_remote_code: run code shipped with a hub model; off unless you trust the source.
         cache: SQLite cache path; None disables caching.
@@ -57,6 +63,8 @@ class HFModel(LM):
         device: str = "auto",
         batch_size: int = 8,
         chat_template: bool = False,
+        system_role: bool = True,
+        fewshot_as_multiturn: bool = True,
         lora: dict | None = None,
         trust_remote_code: bool = False,
         cache: str | None = None,
@@ -73,6 +81,8 @@ class HFModel(LM):
         )
         self.batch_size = batch_size
         self.chat_template = chat_template
+        self.system_role = system_role
+        self.fewshot_as_multiturn = fewshot_as_multiturn
         self.lora = lora
         self.trust_remote_code = trust_remote_code
         self._model = self._tokenizer = None
@@ -130,13 +140,20 @@ class HFModel(LM):
             model = get_peft_model(model, LoraConfig(**self.lora))
         self._tokenizer, self._model = tok, model.to(self.device).eval()
 
+    def messages(self, prompt: str) -> list[dict]:
+        """The chat messages for ``prompt`` under this model's chat options."""
+        return chat_messages(prompt, self.system_role, self.fewshot_as_multiturn)
+
+    def cache_prompt(self, prompt: str) -> str:
+        # the messages, not the templated text: computing that would load the tokenizer
+        return canonical(self.messages(prompt)) if self.chat_template else str(prompt)
+
     def format(self, prompt: str) -> str:
         """The text the model sees for ``prompt`` (chat template applied when configured)."""
         if not self.chat_template:
-            return prompt
-        messages = [{"role": "user", "content": prompt}]
+            return str(prompt)
         return self.tokenizer.apply_chat_template(
-            messages, tokenize=False, add_generation_prompt=True
+            self.messages(prompt), tokenize=False, add_generation_prompt=True
         )
 
     def _batches(self, prompts: list[str]):

@@ -10,6 +10,7 @@ import email.utils
 import math
 import os
 import random
+import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -18,6 +19,8 @@ import httpx
 from tenacity import RetryError, Retrying, retry_if_exception_type, stop_after_attempt
 
 from lmcot.lm.base import LM, GenerationParams, UnsupportedByBackend, cut_at_stop
+from lmcot.lm.cache import ResponseCache
+from lmcot.lm.messages import canonical, chat_messages
 
 MAX_STOP = 4  # OpenAI rejects more stop strings; the rest are cut client-side
 
@@ -59,8 +62,13 @@ class OpenAICompatibleLM(LM):
         base_url: API root including the version, e.g. ``http://localhost:8000/v1``.
         api_key_env: NAME of the environment variable holding the key; unset or empty means
             no ``Authorization`` header, which local vLLM/Ollama servers accept.
-        chat: ``True`` sends the prompt as one user message to ``/chat/completions``;
+        chat: ``True`` sends the prompt to ``/chat/completions`` as messages (few-shot
+            prompts as a multi-turn conversation, ``lmcot.lm.messages.chat_messages``);
             ``False`` sends it verbatim to the legacy ``/completions``.
+        system_role: in chat mode, the instruction as a system message; ``False`` for servers
+            and chat templates that reject a system role (it then opens the first user turn).
+        fewshot_as_multiturn: in chat mode, exemplars as user/assistant turns; ``False`` sends
+            the whole flat prompt as one user message.
         max_concurrency: requests in flight at once. The base class hands ``_generate`` at
             most ``write_every`` prompts when caching, which bounds concurrency too.
         timeout_s: per-request timeout (connect, read, write and pool, each).
@@ -80,6 +88,8 @@ class OpenAICompatibleLM(LM):
         base_url: str = "https://api.openai.com/v1",
         api_key_env: str = "OPENAI_API_KEY",
         chat: bool = True,
+        system_role: bool = True,
+        fewshot_as_multiturn: bool = True,
         max_concurrency: int = 8,
         timeout_s: float = 60,
         max_retries: int = 5,
@@ -99,6 +109,8 @@ class OpenAICompatibleLM(LM):
         self.base_url = base_url.rstrip("/")  # ".../v1/" and ".../v1" share one cache
         self.api_key_env = api_key_env
         self.chat = chat
+        self.system_role = system_role
+        self.fewshot_as_multiturn = fewshot_as_multiturn
         self.max_concurrency = max_concurrency
         self.timeout_s = timeout_s
         self.max_retries = max_retries
@@ -116,9 +128,19 @@ class OpenAICompatibleLM(LM):
         suffix = "" if self.chat else ":completions"
         return f"openai:{self.base_url}:{self.model}{suffix}"
 
+    def messages(self, prompt: str) -> list[dict]:
+        """The chat messages sent for ``prompt`` in chat mode."""
+        return chat_messages(prompt, self.system_role, self.fewshot_as_multiturn)
+
+    def cache_prompt(self, prompt: str) -> str:
+        return canonical(self.messages(prompt)) if self.chat else str(prompt)
+
     @property
     def url(self) -> str:
-        return f"{self.base_url}/{'chat/completions' if self.chat else 'completions'}"
+        return self._url(self.chat)
+
+    def _url(self, chat: bool) -> str:
+        return f"{self.base_url}/{'chat/completions' if chat else 'completions'}"
 
     def close(self) -> None:
         """Close the HTTP connections (a later call opens new ones)."""
@@ -133,15 +155,41 @@ class OpenAICompatibleLM(LM):
         return self._map(lambda prompt: self._samples(prompt, params, n), prompts)
 
     def _logprobs(self, prompts: list[str], continuations: list[str]) -> list[float]:
-        """Log-prob of each continuation as the reader's first answer token.
+        """Log-prob of each continuation; one word and longer text are scored differently.
 
-        Only single-token continuations (``yes``/``no``, an option letter) are supported: the
-        server is asked for one token and its ``top_logprobs`` alternatives, and the best entry
-        equal to the continuation up to case and surrounding whitespace is returned; ``-inf``
-        if none is among them (a multi-token continuation never is).
+        One word (the judge's `` yes``/`` no``, an option letter: no inner whitespace, no
+        newline) is scored as the reader's first answer token, in this backend's own mode
+        (chat template included): the server is asked for one token and its ``top_logprobs``
+        alternatives, and the best entry equal to the word up to case and surrounding
+        whitespace is returned; ``-inf`` if none is among them.
+
+        Longer text (a rationale whose perplexity is wanted) is scored token by token through
+        ``/completions`` with ``echo`` + ``logprobs`` on the raw text prompt + continuation,
+        in either mode (vLLM and llama.cpp support it; see
+        :meth:`supports_continuation_logprobs`). The server tokenizes the whole text, so a token
+        that straddles the prompt/continuation boundary counts as the continuation's.
         """
         pairs = list(zip(prompts, continuations, strict=True))
-        return self._map(lambda pc: self._score(*pc), pairs)
+        return self._map(
+            lambda pc: self._score(*pc) if _ONE_WORD.fullmatch(pc[1]) else self._echo(*pc), pairs
+        )
+
+    def supports_continuation_logprobs(self) -> bool:
+        """Whether the server returns log-probs of multi-token text (``echo`` + ``logprobs`` on
+        ``/completions``). Asked once with a short probe; the answer is kept in the cache, so
+        a cached re-run does not need the server."""
+        cache = self.cache
+        key = ResponseCache.key(self.cache_id, "probe", "echo+logprobs", {}, 0)
+        if cache is not None and (found := cache.get_many([key])):
+            return found[key]
+        try:
+            self._echo("The sky is", " blue and the grass is green.")
+            supported = True
+        except (UnsupportedByBackend, RequestRejected):
+            supported = False
+        if cache is not None:
+            cache.put_many({key: supported})
+        return supported
 
     # ---- one prompt -------------------------------------------------------------------------
 
@@ -185,36 +233,69 @@ class OpenAICompatibleLM(LM):
             ) from e
         return best_match(candidates, continuation)
 
-    def _post(self, prompt: str, n: int = 1, **fields) -> dict:
-        """POST one prompt, retrying transient failures; return the decoded JSON body."""
+    def _echo(self, prompt: str, continuation: str) -> float:
+        if not continuation:
+            return 0.0
+        if not prompt:
+            raise ValueError("echo log-probs need a non-empty prompt (the first token has none)")
+        text = str(prompt) + continuation
+        body = self._post(text, chat=False, max_tokens=1, temperature=0, echo=True, logprobs=1)
+        choice = body["choices"][0]
+        try:
+            lp = choice["logprobs"]
+            if not (choice.get("text") or "").startswith(text):
+                raise ValueError("the prompt was not echoed")
+            spans = zip(lp["text_offset"], lp["tokens"], lp["token_logprobs"], strict=True)
+            # tokens overlapping the continuation; the one generated token (max_tokens=0 is
+            # not accepted everywhere) starts at or after the end of the text
+            picked = [
+                p
+                for start, tok, p in spans
+                if len(prompt) < start + len(tok) and start < len(text)
+            ]
+            if not picked or any(p is None for p in picked):
+                raise ValueError("no log-probs for the continuation's tokens")
+        except (KeyError, IndexError, TypeError, ValueError) as e:
+            raise UnsupportedByBackend(
+                f"{self._url(False)} did not return echoed log-probabilities for model "
+                f"{self.model!r} ({e}): multi-token continuations need a server that supports "
+                f"echo + logprobs on /completions (vLLM, llama.cpp)"
+            ) from e
+        return float(sum(picked))
+
+    def _post(self, prompt: str, n: int = 1, chat: bool | None = None, **fields) -> dict:
+        """POST one prompt (to this backend's endpoint unless ``chat`` says which), retrying
+        transient failures; return the decoded JSON body."""
+        chat = self.chat if chat is None else chat
+        url = self._url(chat)
         body = {"model": self.model, **fields}
         if n > 1:
             body["n"] = n
-        if self.chat:
-            body["messages"] = [{"role": "user", "content": prompt}]
+        if chat:
+            body["messages"] = self.messages(prompt)
         else:
-            body["prompt"] = prompt
+            body["prompt"] = str(prompt)
         retrying = Retrying(
             stop=stop_after_attempt(self.max_retries + 1),
             wait=self._wait,
             retry=retry_if_exception_type(_Transient),
         )
         try:
-            return retrying(self._post_once, body)
+            return retrying(self._post_once, url, body)
         except RetryError as e:
             last = e.last_attempt.exception()
             raise ServerUnavailable(
-                f"{self.url} failed for model {self.model!r} after {self.max_retries + 1} "
+                f"{url} failed for model {self.model!r} after {self.max_retries + 1} "
                 f"attempts; last error: {last}. Is the server up? (raise max_retries or "
                 f"timeout_s if it is just slow)",
                 status=getattr(last, "status", None),
             ) from last
 
-    def _post_once(self, body: dict) -> dict:
+    def _post_once(self, url: str, body: dict) -> dict:
         key = os.environ.get(self.api_key_env) or None  # read per call: never kept on self
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         try:
-            response = self._http().post(self.url, json=body, headers=headers)
+            response = self._http().post(url, json=body, headers=headers)
         except httpx.TimeoutException as e:
             raise _Transient(f"timed out after {self.timeout_s} s ({type(e).__name__})") from e
         except (httpx.NetworkError, httpx.RemoteProtocolError) as e:
@@ -228,7 +309,7 @@ class OpenAICompatibleLM(LM):
                 return out
             except (ValueError, KeyError, TypeError) as e:
                 raise OpenAIBackendError(
-                    f"{self.url} sent an unreadable response for model {self.model!r} ({e}): "
+                    f"{url} sent an unreadable response for model {self.model!r} ({e}): "
                     f"{response.text[:300]!r}",
                     status=status,
                 ) from e
@@ -242,8 +323,7 @@ class OpenAICompatibleLM(LM):
             404: "; is this model served at this URL?",
         }.get(status, "")
         raise RequestRejected(
-            f"{self.url} rejected the request for model {self.model!r}: HTTP {status}: "
-            f"{message}{hint}",
+            f"{url} rejected the request for model {self.model!r}: HTTP {status}: {message}{hint}",
             status=status,
         )
 
@@ -284,6 +364,9 @@ class OpenAICompatibleLM(LM):
                 for f in futures:  # fail fast: do not start requests nobody will read
                     f.cancel()
                 raise
+
+
+_ONE_WORD = re.compile(r"\s*\S+[ \t]*")  # " yes", "B": scored as the first answer token
 
 
 def best_match(candidates: list[tuple[str, float | None]], continuation: str) -> float:

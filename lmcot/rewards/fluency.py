@@ -13,7 +13,7 @@ the prefix and the text) and a re-run over known rationales loads no model.
 
 import math
 
-from lmcot.lm.base import LM
+from lmcot.lm.base import LM, UnsupportedByBackend
 from lmcot.lm.cache import ResponseCache
 from lmcot.rewards.base import register
 
@@ -53,6 +53,18 @@ class Perplexity:
     ):
         self.lm, self.aspect = lm, aspect
         self.prefix = prefix if prefix is not None else self.PREFIXES[aspect]
+        # a server may only score single tokens: every rationale would score exp(-inf) = 0.0,
+        # silently, so refuse now, before any work (local transformers models always can)
+        supports = getattr(lm, "supports_continuation_logprobs", None)
+        if supports is not None and not supports():
+            raise UnsupportedByBackend(
+                f"reward aspect {aspect!r} (perplexity scorer) needs log-probs of whole "
+                f"rationales, which {lm.cache_id} does not return (its server lacks echo + "
+                f"logprobs on /completions). Use a server that has them (vLLM, llama.cpp), give "
+                f"the scorer a local transformers LM (reward.scorers.{aspect}.lm, a reader-shaped "
+                f"node such as conf/reader/smollm2.yaml), or another backend for the aspect "
+                f"(reward/scorer@reward.scorers.{aspect}=llm_judge)."
+            )
         self.cache = ResponseCache(cache) if cache else None
 
     def __call__(self, prompts, completions, **columns) -> list[float | None]:

@@ -10,6 +10,7 @@ import re
 
 from lmcot.data.example import Example
 from lmcot.metrics import normalize_answer
+from lmcot.prompts import stated_answer
 
 # abbreviations whose period does not end a sentence ("Jr. (born ...", "St. Louis")
 _ABBREVIATIONS = ("Mr", "Mrs", "Ms", "Dr", "St", "Jr", "Sr", "Inc", "Co", "Ltd", "vs", "No")
@@ -17,7 +18,6 @@ _SPLIT = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])")
 _CONCLUSION = re.compile(
     r"^(?:so|therefore|thus|hence|in conclusion|the answer is|answer\s*:)\b", re.IGNORECASE
 )
-_ANSWER_IS = re.compile(r"(?:answer is|answer\s*:)\s*(.+)$", re.IGNORECASE)
 
 # function words: dropped when matching content, kept when judging fluency
 STOPWORDS = frozenset(
@@ -59,16 +59,16 @@ def is_conclusion(sentence: str) -> bool:
 def claimed_answer(rationale: str) -> str | None:
     """The answer a rationale states explicitly in its last sentence ("... answer is X."), or None.
 
-    >>> claimed_answer("B was born in C. So the answer is Estford.")
+    The extraction rules are the readers' (``lmcot.prompts.stated_answer``), without the
+    "So X" fallback: "So B was born in C." is a fact, not a claimed answer.
+
+    >>> claimed_answer("B was born in C. So the answer is **Estford**.")
     'Estford'
     >>> claimed_answer("B was born in C.") is None
     True
     """
     sentences = split_sentences(rationale)
-    if not sentences:
-        return None
-    match = _ANSWER_IS.search(sentences[-1])
-    return match.group(1).strip().rstrip(".").strip("\"' ") if match else None
+    return stated_answer(sentences[-1], connectives=False) if sentences else None
 
 
 def content_tokens(text: str) -> list[str]:
