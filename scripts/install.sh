@@ -3,9 +3,10 @@
 #   bash scripts/install.sh                # what the tests need
 #   bash scripts/install.sh --with-server  # also llama-cpp-python's OpenAI-compatible server
 #                                          # (compiles llama.cpp: ~6.5 min on 2 cores, once)
+#                                          # and the Optuna sweeper (hparams_search=...)
 set -euo pipefail
 extras=dev
-[[ "${1:-}" == --with-server ]] && extras=dev,server
+[[ "${1:-}" == --with-server ]] && extras=dev,server,optuna
 python -m pip install --upgrade pip
 # the CPU wheel first: an unpinned torch would pull a multi-GB CUDA build (GPU users: install
 # your own torch build before running this; any version in pyproject's range works)

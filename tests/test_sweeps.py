@@ -21,7 +21,7 @@ def jobs(cfg, *cli: str) -> list[list[str]]:
     """The override lists a basic sweeper would launch for this config (nothing runs)."""
     params = OmegaConf.to_container(cfg.hydra.sweeper.params)
     parsed = OverridesParser.create().parse_overrides(
-        [*cli, *(f"{k}={v}" for k, v in params.items())]
+        [*(f"{k}={v}" for k, v in params.items()), *cli]  # the command line wins, as in Hydra
     )
     (batch,) = BasicSweeper.split_arguments(parsed, None)
     return batch
@@ -110,3 +110,12 @@ def test_smoke_multirun_shares_stages_skips_finished_jobs_and_lists_failures(tmp
     assert broken.returncode != 0 and "2 of 6 jobs failed" in out
     assert "failed" in out and "no_such_aspect" in out
     assert out.count("job already finished") == 2  # [readability] x k=2,3 were done
+
+
+def test_optuna_search_composes(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason="pip install -e '.[optuna]'")
+    cfg = compose_cfg(tmp_path, "hparams_search=refine_optuna", config_name="train")
+    sweeper = cfg.hydra.sweeper
+    assert sweeper._target_.endswith("OptunaSweeper") and sweeper.direction == "maximize"
+    assert sweeper.storage.startswith("sqlite:///") and "refine.optimizer.lr" in sweeper.params
+    assert cfg.optimized_metric == "test/lm_guided_rl/em"
