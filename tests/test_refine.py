@@ -69,7 +69,7 @@ def fit(module, steps, tmp_path, epochs=1, ckpt_path=None, callbacks=()):
 
 def test_rollout_returns_the_ids_the_text_came_from(cfg_factory):
     for name in ("tiny_llama", "tiny_t5"):
-        student = instantiate(cfg_factory(f"+student={name}").student)
+        student = instantiate(cfg_factory(f"student={name}").student)
         torch.manual_seed(0)
         params = GenerationParams(max_new_tokens=6, temperature=1.0, stop=("\n",))
         out = student.rollout(["Question: a?", "Question: a longer one?"], params, n=3)
