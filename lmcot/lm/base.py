@@ -80,6 +80,7 @@ class LM(ABC):
         self.cache = ResponseCache(cache) if cache else None
         self.write_every = write_every
         self.backend_calls = 0  # calls that reached the model: tests and logs count them
+        self.saved_calls = 0  # responses not asked for: a duplicate in the same call had it
 
     @property
     @abstractmethod
@@ -102,6 +103,12 @@ class LM(ABC):
             raise ValueError(f"n must be >= 1, got {n}")
         if n > 1 and params.greedy:
             raise ValueError("n > 1 samples need temperature > 0 (greedy samples are identical)")
+        unique = list(dict.fromkeys(prompts))
+        if len(unique) < len(prompts):
+            # same prompt, same sample indices: the same cache keys, so one answer serves all
+            self.saved_calls += (len(prompts) - len(unique)) * n
+            answers = dict(zip(unique, self.generate(unique, params, n)))
+            return [list(answers[p]) for p in prompts]
         if self.cache is None:
             return self._count(self._generate, list(prompts), params, n)
         decoding = params.cache_fields()
@@ -136,6 +143,12 @@ class LM(ABC):
         """
         if len(prompts) != len(continuations):
             raise ValueError(f"{len(prompts)} prompts but {len(continuations)} continuations")
+        pairs = list(zip(prompts, continuations))
+        unique = list(dict.fromkeys(pairs))
+        if len(unique) < len(pairs):
+            self.saved_calls += len(pairs) - len(unique)
+            scores = dict(zip(unique, self.logprobs(*map(list, zip(*unique)))))
+            return [scores[pair] for pair in pairs]
         if self.cache is None:
             return self._count(self._logprobs, list(prompts), list(continuations))
         keys = [
