@@ -24,6 +24,7 @@ from pathlib import Path
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from rich.console import Console
+from tqdm import tqdm
 
 from lmcot.artifacts import artifact
 from lmcot.data.example import Example
@@ -323,10 +324,14 @@ def fill(store: RationaleStore, teacher, examples: list[Example], reader: LM | N
     """
     pending = store.pending(examples)
     done, written = len(examples) - len(pending), 0
-    for chunk in _chunks(pending, getattr(teacher, "chunk_size", 64)):
-        written += store.append(teacher(chunk, reader))
-        done += len(chunk)
-        log.info("teacher: %d/%d questions done", done, len(examples))
+    # the same tqdm bar as the LM calls: quiet off a terminal or with TQDM_DISABLE=1
+    with tqdm(total=len(examples), initial=done, desc="teacher", unit="question",
+              disable=None) as bar:  # fmt: skip
+        for chunk in _chunks(pending, getattr(teacher, "chunk_size", 64)):
+            written += store.append(teacher(chunk, reader))
+            done += len(chunk)
+            bar.update(len(chunk))
+            log.info("teacher: %d/%d questions done", done, len(examples))
     return written
 
 

@@ -1,6 +1,8 @@
 """The response cache: no call is paid twice, nothing written is lost, foreign files refused."""
 
+import io
 import sqlite3
+import sys
 
 import pytest
 
@@ -171,3 +173,24 @@ def test_identical_sc_rationales_reach_the_reader_once():
     assert [p.prediction for p in predictions] == ["Paris", "Paris"]
     assert [p.rationale for p in predictions] == ["It is Paris."] * 2
     assert len(reader.prompts_seen) == 2 and reader.saved_calls == 2 * 3
+
+
+class Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_cache_misses_show_a_progress_bar_on_a_terminal(monkeypatch, tmp_path):
+    lm = CountingLM(cache=tmp_path / "c.sqlite", write_every=2)
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    lm.generate(["a", "b", "c"])
+    assert "CountingLM generate: 0%| | 0/3" in " ".join(sys.stderr.getvalue().split())
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    lm.logprobs(["d"], [" e"])
+    assert sys.stderr.getvalue() == ""
+
+
+def test_no_progress_bar_off_a_terminal(capsys, tmp_path):
+    CountingLM(cache=tmp_path / "c.sqlite").generate(["a"])
+    assert "CountingLM" not in capsys.readouterr().err

@@ -9,6 +9,8 @@ backends load lazily, does not even load the model.
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 
+from tqdm import tqdm
+
 from lmcot.lm.cache import ResponseCache
 
 
@@ -118,7 +120,7 @@ class LM(ABC):
         ]
         found = self.cache.get_many([k for ks in keys for k in ks])
         missing = [i for i, ks in enumerate(keys) if any(k not in found for k in ks)]
-        for chunk in self._chunks(missing):
+        for chunk in self._chunks(missing, "generate"):
             fresh = self._count(self._generate, [prompts[i] for i in chunk], params, n)
             if len(fresh) != len(chunk) or any(len(outs) != n for outs in fresh):
                 raise RuntimeError(
@@ -157,7 +159,7 @@ class LM(ABC):
         ]
         found = self.cache.get_many(keys)
         missing = [i for i, k in enumerate(keys) if k not in found]
-        for chunk in self._chunks(missing):
+        for chunk in self._chunks(missing, "logprobs"):
             fresh = self._count(
                 self._logprobs, [prompts[i] for i in chunk], [continuations[i] for i in chunk]
             )
@@ -166,10 +168,17 @@ class LM(ABC):
             found |= new
         return [found[k] for k in keys]
 
-    def _chunks(self, indices: list[int]) -> list[list[int]]:
-        return [
-            indices[i : i + self.write_every] for i in range(0, len(indices), self.write_every)
-        ]
+    def _chunks(self, indices: list[int], kind: str):
+        """Yield ``write_every``-sized chunks of ``indices`` under a progress bar (rate, ETA).
+
+        tqdm, as Lightning's training bar: one style. Quiet when stderr is not a terminal, or
+        with ``TQDM_DISABLE=1``.
+        """
+        with tqdm(total=len(indices), desc=f"{type(self).__name__} {kind}", unit="prompt",
+                  disable=None if indices else True, leave=False) as bar:  # fmt: skip
+            for i in range(0, len(indices), self.write_every):
+                yield indices[i : i + self.write_every]
+                bar.update(len(indices[i : i + self.write_every]))
 
     def _count(self, fn, *args):
         self.backend_calls += 1
