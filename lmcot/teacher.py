@@ -24,11 +24,10 @@ from pathlib import Path
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from rich.console import Console
-from tqdm import tqdm
 
 from lmcot.artifacts import artifact
 from lmcot.data.example import Example
-from lmcot.lm.base import LM
+from lmcot.lm.base import LM, progress
 from lmcot.metrics import exact_match
 from lmcot.prompts import FewShotPrompt, split_rationale
 
@@ -324,9 +323,7 @@ def fill(store: RationaleStore, teacher, examples: list[Example], reader: LM | N
     """
     pending = store.pending(examples)
     done, written = len(examples) - len(pending), 0
-    # the same tqdm bar as the LM calls: quiet off a terminal or with TQDM_DISABLE=1
-    with tqdm(total=len(examples), initial=done, desc="teacher", unit="question",
-              disable=None) as bar:  # fmt: skip
+    with progress(len(examples), "teacher", "question", initial=done) as bar:
         for chunk in _chunks(pending, getattr(teacher, "chunk_size", 64)):
             written += store.append(teacher(chunk, reader))
             done += len(chunk)

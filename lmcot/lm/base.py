@@ -6,6 +6,7 @@ Every call goes through an optional on-disk cache, so a re-run costs no model ca
 backends load lazily, does not even load the model.
 """
 
+import os
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 
@@ -52,6 +53,17 @@ class GenerationParams:
         if self.greedy:
             del fields["seed"], fields["top_p"]
         return fields
+
+
+def progress(total: int, desc: str, unit: str, initial: int = 0) -> tqdm:
+    """A progress bar with rate and ETA, tqdm as Lightning's training bar: one style.
+
+    Quiet when stderr is not a terminal, when there is nothing to do, or with ``TQDM_DISABLE=1``
+    (tqdm's own switch, which it ignores once ``disable`` is passed, so it is read here).
+    """
+    quiet = total == initial or os.environ.get("TQDM_DISABLE", "").lower() in ("1", "true")
+    return tqdm(total=total, initial=initial, desc=desc, unit=unit, leave=False,
+                disable=True if quiet else None)  # fmt: skip
 
 
 class UnsupportedByBackend(RuntimeError):
@@ -169,13 +181,8 @@ class LM(ABC):
         return [found[k] for k in keys]
 
     def _chunks(self, indices: list[int], kind: str):
-        """Yield ``write_every``-sized chunks of ``indices`` under a progress bar (rate, ETA).
-
-        tqdm, as Lightning's training bar: one style. Quiet when stderr is not a terminal, or
-        with ``TQDM_DISABLE=1``.
-        """
-        with tqdm(total=len(indices), desc=f"{type(self).__name__} {kind}", unit="prompt",
-                  disable=None if indices else True, leave=False) as bar:  # fmt: skip
+        """Yield ``write_every``-sized chunks of ``indices`` under a :func:`progress` bar."""
+        with progress(len(indices), f"{type(self).__name__} {kind}", "prompt") as bar:
             for i in range(0, len(indices), self.write_every):
                 yield indices[i : i + self.write_every]
                 bar.update(len(indices[i : i + self.write_every]))
