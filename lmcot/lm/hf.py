@@ -221,7 +221,7 @@ class CausalLM(HFModel):
         if not self.prefix_reuse:  # the plain path: similar lengths together, little padding
             order = sorted(range(len(rows)), key=lambda i: len(rows[i]), reverse=True)
         common = max(0, min(common_prefix_length(rows), *caps))
-        base = DynamicCache()
+        base = DynamicCache(config=self.model.config)  # the layer types the model expects
         if common:
             self._extend(base, torch.tensor([rows[order[0]][:common]]), torch.ones(1, common))
             self.reused_tokens -= common  # run once here, counted as reused by every row below
