@@ -215,10 +215,10 @@ class CausalLM(HFModel):
         sorted by token ids, so prompts sharing a prefix are neighbours) extends a copy of it
         by what its own rows also share.
         """
-        if not self.prefix_reuse:
+        if self.prefix_reuse:
+            order = sorted(range(len(rows)), key=rows.__getitem__)
+        else:  # the plain path: nothing shared, similar lengths together for little padding
             caps = [0] * len(rows)
-        order = sorted(range(len(rows)), key=lambda i: (rows[i], -len(rows[i])))
-        if not self.prefix_reuse:  # the plain path: similar lengths together, little padding
             order = sorted(range(len(rows)), key=lambda i: len(rows[i]), reverse=True)
         common = max(0, min(common_prefix_length(rows), *caps))
         base = DynamicCache(config=self.model.config)  # the layer types the model expects
