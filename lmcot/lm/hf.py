@@ -236,9 +236,10 @@ class CausalLM(HFModel):
             self.reused_tokens += shared * len(idx) - (shared - common)
             yield idx, shared, cache
 
-    def _extend(self, cache, ids: torch.Tensor, mask: torch.Tensor):
+    def _extend(self, cache, ids: torch.Tensor, mask: torch.Tensor, logits: bool = False):
         self.prefill_tokens += ids.numel()
-        return extend(self.model, cache, ids.to(self.device), mask.long().to(self.device))
+        ids, mask = ids.to(self.device), mask.long().to(self.device)
+        return extend(self.model, cache, ids, mask, logits=logits)
 
     @torch.inference_mode()
     def _generate(self, prompts: list[str], params: GenerationParams, n: int) -> list[list[str]]:
@@ -298,7 +299,8 @@ class CausalLM(HFModel):
             mask = torch.tensor([[1] * (shared + len(s)) + [0] * (width - len(s))
                                  for s in suffixes])  # fmt: skip
             cache.batch_repeat_interleave(len(idx))
-            logp = self._extend(cache, ids, mask).logits.float().log_softmax(-1)  # (B, T, V)
+            logits = self._extend(cache, ids, mask, logits=True).logits
+            logp = logits.float().log_softmax(-1)  # (B, T, V)
             for b, i in enumerate(idx):
                 # the token at position t is predicted by the logits at t - 1
                 at = torch.arange(len(contexts[i]), len(rows[i])) - shared

@@ -44,9 +44,10 @@ def repeated(cache, times: int):
     return cache
 
 
-def extend(model, cache, ids: torch.Tensor, mask: torch.Tensor):
+def extend(model, cache, ids: torch.Tensor, mask: torch.Tensor, logits: bool = False):
     """Run ``ids`` (B, T) after what ``cache`` holds; ``mask`` covers cache and ids. Returns
-    the model output (its cache is ``cache``, now longer by T)."""
+    the model output (its cache is ``cache``, now longer by T). Without ``logits`` only the
+    last position's are computed: the vocabulary projection is a fifth of a small model."""
     past = mask.shape[1] - ids.shape[1]
     return model(
         input_ids=ids,
@@ -54,4 +55,5 @@ def extend(model, cache, ids: torch.Tensor, mask: torch.Tensor):
         position_ids=positions(mask)[:, past:],
         cache=cache,
         use_cache=True,
+        logits_to_keep=0 if logits else 1,
     )
