@@ -27,7 +27,7 @@ from rich.console import Console
 
 from lmcot.artifacts import artifact
 from lmcot.data.example import Example
-from lmcot.lm.base import LM
+from lmcot.lm.base import LM, progress
 from lmcot.metrics import exact_match
 from lmcot.prompts import FewShotPrompt, split_rationale
 
@@ -323,10 +323,12 @@ def fill(store: RationaleStore, teacher, examples: list[Example], reader: LM | N
     """
     pending = store.pending(examples)
     done, written = len(examples) - len(pending), 0
-    for chunk in _chunks(pending, getattr(teacher, "chunk_size", 64)):
-        written += store.append(teacher(chunk, reader))
-        done += len(chunk)
-        log.info("teacher: %d/%d questions done", done, len(examples))
+    with progress(len(examples), "teacher", "question", initial=done) as bar:
+        for chunk in _chunks(pending, getattr(teacher, "chunk_size", 64)):
+            written += store.append(teacher(chunk, reader))
+            done += len(chunk)
+            bar.update(len(chunk))
+            log.info("teacher: %d/%d questions done", done, len(examples))
     return written
 
 

@@ -1,6 +1,8 @@
 """The response cache: no call is paid twice, nothing written is lost, foreign files refused."""
 
+import io
 import sqlite3
+import sys
 
 import pytest
 
@@ -130,3 +132,65 @@ def test_invalid_generation_params_are_rejected():
         GenerationParams(top_p=0)
     with pytest.raises(ValueError, match="need temperature > 0"):
         CountingLM().generate(["a"], GenerationParams(), n=2)
+
+
+@pytest.mark.parametrize("cache", [True, False])
+def test_identical_prompts_in_one_call_reach_the_backend_once(tmp_path, cache):
+    lm = CountingLM(cache=tmp_path / "c.sqlite" if cache else None)
+    assert lm.generate(["a", "b", "a", "a"]) == [["a#0@0"], ["b#0@0"], ["a#0@0"], ["a#0@0"]]
+    assert lm.prompts_seen == ["a", "b"] and lm.saved_calls == 2
+    sampled = GenerationParams(temperature=1.0, seed=3)
+    assert lm.generate(["c", "c"], sampled, n=2) == [["c#0@3", "c#1@3"]] * 2
+    assert lm.prompts_seen[2:] == ["c"] and lm.saved_calls == 2 + 2
+    assert lm.logprobs(["p", "p", "p"], [" x", " x", " yz"]) == [-2.0, -2.0, -3.0]
+    assert lm.prompts_seen[3:] == ["p", "p"] and lm.saved_calls == 4 + 1
+
+
+def test_identical_sc_rationales_reach_the_reader_once():
+    """k identical rationales (common after KD) give k identical reader prompts: one call."""
+    from lmcot.decoding import SelfConsistency
+    from lmcot.methods import LMGuided
+    from lmcot.prompts import FewShotPrompt
+
+    class SameRationale(LM):
+        cache_id = "same"
+
+        def _generate(self, prompts, params, n):
+            return [["It is Paris."] * n for _ in prompts]
+
+    class Reader(CountingLM):
+        def _generate(self, prompts, params, n):
+            self.prompts_seen += prompts
+            return [[" Paris"] for _ in prompts]
+
+    from lmcot.data.example import Example
+
+    examples = [Example(str(i), f"q{i}?", [("T", ["s."])], "Paris") for i in range(2)]
+    prompt = FewShotPrompt("v", "Answer.", "{question} {rationale}", "")
+    method = LMGuided(SelfConsistency(num_samples=4), prompt, prompt, SameRationale())
+    reader = Reader()
+    predictions = method("kd_sc", examples, reader)
+    assert [p.prediction for p in predictions] == ["Paris", "Paris"]
+    assert [p.rationale for p in predictions] == ["It is Paris."] * 2
+    assert len(reader.prompts_seen) == 2 and reader.saved_calls == 2 * 3
+
+
+class Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_cache_misses_show_a_progress_bar_on_a_terminal(monkeypatch, tmp_path):
+    lm = CountingLM(cache=tmp_path / "c.sqlite", write_every=2)
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    lm.generate(["a", "b", "c"])
+    assert "CountingLM generate: 0%| | 0/3" in " ".join(sys.stderr.getvalue().split())
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    lm.logprobs(["d"], [" e"])
+    assert sys.stderr.getvalue() == ""
+
+
+def test_no_progress_bar_off_a_terminal(capsys, tmp_path):
+    CountingLM(cache=tmp_path / "c.sqlite").generate(["a"])
+    assert "CountingLM" not in capsys.readouterr().err

@@ -117,3 +117,63 @@ def test_top_quality_refuses_a_registry_that_reads_gold():
     registry.uses_gold = ["task"]
     with pytest.raises(ValueError, match="gold"):
         TopQuality(registry)
+
+
+class AnswerScript:
+    """A reader whose answer to rationale ``<q>/<i>`` is ``answers[q][i]``; records each read."""
+
+    def __init__(self, answers):
+        self.answers, self.reads = answers, []
+
+    def __call__(self, rationales):
+        self.reads.append([len(rs) for rs in rationales])
+        return [[self.answers[r.split("/")[0]][int(r.split("/")[1])] for r in rs]
+                for rs in rationales]  # fmt: skip
+
+
+def test_adaptive_sc_stops_after_the_first_round_when_samples_agree():
+    student, read = ScriptedStudent(), AnswerScript({"q1": ["x"] * 5, "q2": ["y"] * 5})
+    decoding = SelfConsistency(num_samples=5, adaptive=True, round_size=3)
+    assert decoding([], ["q1", "q2"], student, (), read) == [("q1/0", "x"), ("q2/0", "y")]
+    assert decoding.samples_used == [3, 3]
+    assert [n for _, n, _ in student.calls] == [3] and read.reads == [[3, 3]]
+
+
+def test_adaptive_sc_uses_all_k_when_samples_disagree():
+    student = ScriptedStudent()
+    read = AnswerScript({"q1": ["p", "q", "r", "s", "t"], "q2": ["z"] * 5})
+    decoding = SelfConsistency(num_samples=5, adaptive=True, round_size=2)
+    assert decoding([], ["q1", "q2"], student, (), read) == [("q1/0", "p"), ("q2/0", "z")]
+    # q2 settles when its margin (4) exceeds what is left (1); q1 never does
+    assert decoding.samples_used == [5, 4]
+    assert [(p, n) for p, n, _ in student.calls] == [(2, 2), (2, 4), (1, 5)]
+    assert read.reads == [[2, 2], [2, 2], [1, 0]]  # only new samples of open questions are read
+
+
+@pytest.mark.parametrize("round_size", [1, 2, 3])
+def test_adaptive_sc_without_confidence_answers_as_fixed_k(round_size):
+    answers = {"q1": ["x", "y", "y", "x", "x"], "q2": ["", "w", "w", "v", "w"],
+               "q3": ["p", "q", "q", "p", "r"], "q4": ["", "", "", "", ""]}  # fmt: skip
+    fixed = SelfConsistency(num_samples=5)([], list(answers), ScriptedStudent(),
+                                           (), AnswerScript(answers))  # fmt: skip
+    adaptive = SelfConsistency(num_samples=5, adaptive=True, round_size=round_size)
+    assert adaptive([], list(answers), ScriptedStudent(), (), AnswerScript(answers)) == fixed
+
+
+def test_adaptive_sc_off_is_todays_sc():
+    student, read = ScriptedStudent(), AnswerScript({"q": ["x", "x", "x", "y", "y"]})
+    decoding = SelfConsistency(num_samples=5)
+    assert decoding([], ["q"], student, (), read) == [("q/0", "x")]
+    assert [n for _, n, _ in student.calls] == [5] and read.reads == [[5]]
+    assert decoding.samples_used == [5]
+
+
+def test_adaptive_sc_confidence_stops_on_the_beta_criterion():
+    # 2-0 after a round of 2: the vote could still change (3 left), but P(lead wins) = 7/8
+    answers = {"q": ["x", "x", "y", "y", "y"]}
+    early = SelfConsistency(num_samples=5, adaptive=True, round_size=2, confidence=0.85)
+    assert early([], ["q"], ScriptedStudent(), (), AnswerScript(answers)) == [("q/0", "x")]
+    assert early.samples_used == [2]
+    exact = SelfConsistency(num_samples=5, adaptive=True, round_size=2, confidence=0.9)
+    assert exact([], ["q"], ScriptedStudent(), (), AnswerScript(answers)) == [("q/2", "y")]
+    assert exact.samples_used == [5]

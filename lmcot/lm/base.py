@@ -6,8 +6,11 @@ Every call goes through an optional on-disk cache, so a re-run costs no model ca
 backends load lazily, does not even load the model.
 """
 
+import os
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
+
+from tqdm import tqdm
 
 from lmcot.lm.cache import ResponseCache
 
@@ -52,6 +55,17 @@ class GenerationParams:
         return fields
 
 
+def progress(total: int, desc: str, unit: str, initial: int = 0) -> tqdm:
+    """A progress bar with rate and ETA, tqdm as Lightning's training bar: one style.
+
+    Quiet when stderr is not a terminal, when there is nothing to do, or with ``TQDM_DISABLE=1``
+    (tqdm's own switch, which it ignores once ``disable`` is passed, so it is read here).
+    """
+    quiet = total == initial or os.environ.get("TQDM_DISABLE", "").lower() in ("1", "true")
+    return tqdm(total=total, initial=initial, desc=desc, unit=unit, leave=False,
+                disable=True if quiet else None)  # fmt: skip
+
+
 class UnsupportedByBackend(RuntimeError):
     """The backend cannot do what was asked (e.g. log-probabilities through a chat-only API)."""
 
@@ -80,6 +94,7 @@ class LM(ABC):
         self.cache = ResponseCache(cache) if cache else None
         self.write_every = write_every
         self.backend_calls = 0  # calls that reached the model: tests and logs count them
+        self.saved_calls = 0  # responses not asked for: a duplicate in the same call had it
 
     @property
     @abstractmethod
@@ -107,6 +122,12 @@ class LM(ABC):
             raise ValueError(f"n must be >= 1, got {n}")
         if n > 1 and params.greedy:
             raise ValueError("n > 1 samples need temperature > 0 (greedy samples are identical)")
+        unique = list(dict.fromkeys(prompts))
+        if len(unique) < len(prompts):
+            # same prompt, same sample indices: the same cache keys, so one answer serves all
+            self.saved_calls += (len(prompts) - len(unique)) * n
+            answers = dict(zip(unique, self.generate(unique, params, n)))
+            return [list(answers[p]) for p in prompts]
         if self.cache is None:
             return self._count(self._generate, list(prompts), params, n)
         decoding = params.cache_fields()
@@ -119,7 +140,7 @@ class LM(ABC):
         ]
         found = self.cache.get_many([k for ks in keys for k in ks])
         missing = [i for i, ks in enumerate(keys) if any(k not in found for k in ks)]
-        for chunk in self._chunks(missing):
+        for chunk in self._chunks(missing, "generate"):
             fresh = self._count(self._generate, [prompts[i] for i in chunk], params, n)
             if len(fresh) != len(chunk) or any(len(outs) != n for outs in fresh):
                 raise RuntimeError(
@@ -144,6 +165,12 @@ class LM(ABC):
         """
         if len(prompts) != len(continuations):
             raise ValueError(f"{len(prompts)} prompts but {len(continuations)} continuations")
+        pairs = list(zip(prompts, continuations))
+        unique = list(dict.fromkeys(pairs))
+        if len(unique) < len(pairs):
+            self.saved_calls += len(pairs) - len(unique)
+            scores = dict(zip(unique, self.logprobs(*map(list, zip(*unique)))))
+            return [scores[pair] for pair in pairs]
         if self.cache is None:
             return self._count(self._logprobs, list(prompts), list(continuations))
         keys = [
@@ -152,7 +179,7 @@ class LM(ABC):
         ]
         found = self.cache.get_many(keys)
         missing = [i for i, k in enumerate(keys) if k not in found]
-        for chunk in self._chunks(missing):
+        for chunk in self._chunks(missing, "logprobs"):
             fresh = self._count(
                 self._logprobs, [prompts[i] for i in chunk], [continuations[i] for i in chunk]
             )
@@ -161,10 +188,12 @@ class LM(ABC):
             found |= new
         return [found[k] for k in keys]
 
-    def _chunks(self, indices: list[int]) -> list[list[int]]:
-        return [
-            indices[i : i + self.write_every] for i in range(0, len(indices), self.write_every)
-        ]
+    def _chunks(self, indices: list[int], kind: str):
+        """Yield ``write_every``-sized chunks of ``indices`` under a :func:`progress` bar."""
+        with progress(len(indices), f"{type(self).__name__} {kind}", "prompt") as bar:
+            for i in range(0, len(indices), self.write_every):
+                yield indices[i : i + self.write_every]
+                bar.update(len(indices[i : i + self.write_every]))
 
     def _count(self, fn, *args):
         self.backend_calls += 1

@@ -7,6 +7,7 @@ A ``model_config`` node builds a randomly initialised model instead of loading o
 offline students of tests and smoke runs.
 """
 
+import copy
 import functools
 import hashlib
 import json
@@ -17,12 +18,14 @@ from transformers import (
     AutoModelForCausalLM,
     AutoModelForSeq2SeqLM,
     AutoTokenizer,
+    DynamicCache,
     PretrainedConfig,
 )
 
 from lmcot.lm.base import LM, GenerationParams, cut_at_stop
 from lmcot.lm.fingerprint import model_fingerprint
 from lmcot.lm.messages import canonical, chat_messages
+from lmcot.lm.prefix import common_prefix_length, extend
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +89,8 @@ class HFModel(LM):
         self.lora = lora
         self.trust_remote_code = trust_remote_code
         self._model = self._tokenizer = None
+        self.prefill_tokens = 0  # prompt positions run through the model (prefill)
+        self.reused_tokens = 0  # prompt positions taken from a shared prefix cache instead
 
     @functools.cached_property
     def cache_id(self) -> str:
@@ -178,6 +183,9 @@ class HFModel(LM):
             }
         out: list[list[str]] = [[] for _ in prompts]
         for idx, batch in self._batches(prompts):
+            # a decoder-only generate prefills each of the n copies; an encoder runs once
+            copies = 1 if self.model.config.is_encoder_decoder else n
+            self.prefill_tokens += batch["input_ids"].numel() * copies
             generated = self.model.generate(
                 **batch,
                 max_new_tokens=params.max_new_tokens,
@@ -263,11 +271,98 @@ class HFModel(LM):
 
 
 class CausalLM(HFModel):
-    """A decoder-only model (SmolLM2, Llama, Qwen, ...); prompts are left-padded."""
+    """A decoder-only model (SmolLM2, Llama, Qwen, ...); prompts are left-padded.
+
+    Args:
+        prefix_reuse: prefill a token prefix shared by the prompts of a call (few-shot
+            exemplars, the k prompts of one SC question) once and reuse its key/value cache
+            (:mod:`lmcot.lm.prefix`); off: every prompt is prefilled whole.
+        *args, **kwargs: as :class:`HFModel`.
+    """
+
+    def __init__(self, *args, prefix_reuse: bool = True, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.prefix_reuse = prefix_reuse
 
     def _load(self) -> None:
         super()._load()
         self._tokenizer.padding_side = "left"  # generation continues right after the prompt
+
+    def _prefix_batches(self, rows: list[list[int]], caps: list[int]):
+        """Yield (indices, shared length, batch-1 cache of that shared prefix) per batch.
+
+        ``caps[i]``: the longest prefix row i may share (its later tokens must run, e.g. for
+        their logits). The prefix common to the whole call is prefilled once; each batch (rows
+        sorted by token ids, so prompts sharing a prefix are neighbours) extends a copy of it
+        by what its own rows also share.
+        """
+        if self.prefix_reuse:
+            order = sorted(range(len(rows)), key=rows.__getitem__)
+        else:  # the plain path: nothing shared, similar lengths together for little padding
+            caps = [0] * len(rows)
+            order = sorted(range(len(rows)), key=lambda i: len(rows[i]), reverse=True)
+        common = max(0, min(common_prefix_length(rows), *caps))
+        base = DynamicCache(config=self.model.config)  # the layer types the model expects
+        if common:
+            self._extend(base, torch.tensor([rows[order[0]][:common]]), torch.ones(1, common))
+            self.reused_tokens -= common  # run once here, counted as reused by every row below
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start : start + self.batch_size]
+            shared = common_prefix_length([rows[i] for i in idx])
+            shared = max(common, min(shared, *(caps[i] for i in idx)))
+            cache = copy.deepcopy(base)
+            if shared > common:
+                ids = torch.tensor([rows[idx[0]][common:shared]])
+                self._extend(cache, ids, torch.ones(1, shared))
+            self.reused_tokens += shared * len(idx) - (shared - common)
+            yield idx, shared, cache
+
+    def _extend(self, cache, ids: torch.Tensor, mask: torch.Tensor, logits: bool = False):
+        self.prefill_tokens += ids.numel()
+        ids, mask = ids.to(self.device), mask.long().to(self.device)
+        return extend(self.model, cache, ids, mask, logits=logits)
+
+    @torch.inference_mode()
+    def _generate(self, prompts: list[str], params: GenerationParams, n: int) -> list[list[str]]:
+        if not self.prefix_reuse:
+            return super()._generate(prompts, params, n)
+        torch.manual_seed(params.seed)
+        sampling = {"do_sample": False}
+        if not params.greedy:
+            sampling = {"do_sample": True, "temperature": params.temperature,
+                        "top_p": params.top_p}  # fmt: skip
+        rows = self.tokenizer([self.format(p) for p in prompts])["input_ids"]
+        pad = self.tokenizer.pad_token_id
+        out: list[list[str]] = [[] for _ in prompts]
+        # every row keeps at least its last token out of the cache: generate must run one
+        for idx, shared, cache in self._prefix_batches(rows, [len(r) - 1 for r in rows]):
+            suffixes = [rows[i][shared:] for i in idx]
+            width = max(map(len, suffixes))
+            ids = torch.tensor([rows[idx[0]][:shared] + [pad] * (width - len(s)) + s
+                                for s in suffixes])  # fmt: skip
+            mask = torch.tensor([[1] * shared + [0] * (width - len(s)) + [1] * len(s)
+                                 for s in suffixes])  # fmt: skip
+            cache.batch_repeat_interleave(len(idx))
+            if width > 1:  # each row's own tokens but the last, once per prompt (not per sample)
+                self._extend(cache, ids[:, shared:-1], mask[:, :-1])
+            cache.batch_repeat_interleave(n)
+            self.prefill_tokens += len(idx) * n  # generate runs the last prompt token
+            generated = self.model.generate(
+                input_ids=ids.repeat_interleave(n, 0).to(self.device),
+                attention_mask=mask.repeat_interleave(n, 0).to(self.device),
+                cache=cache,
+                max_new_tokens=params.max_new_tokens,
+                stop_strings=list(params.stop) or None,
+                tokenizer=self.tokenizer,
+                pad_token_id=pad,
+                **sampling,
+            )
+            texts = self.tokenizer.batch_decode(
+                generated[:, ids.shape[1] :], skip_special_tokens=True
+            )
+            for j, text in enumerate(texts):
+                out[idx[j // n]].append(cut_at_stop(text, params.stop))
+        return out
 
     @torch.inference_mode()
     def _logprobs(self, prompts: list[str], continuations: list[str]) -> list[float]:
@@ -275,20 +370,22 @@ class CausalLM(HFModel):
         contexts = self.tokenizer([self.format(p) for p in prompts])["input_ids"]
         targets = self.tokenizer(continuations, add_special_tokens=False)["input_ids"]
         rows = [c + t for c, t in zip(contexts, targets)]
-        order = sorted(range(len(rows)), key=lambda i: len(rows[i]), reverse=True)
+        pad = self.tokenizer.pad_token_id
         scores = [0.0] * len(rows)
-        for start in range(0, len(order), self.batch_size):
-            idx = order[start : start + self.batch_size]
-            width = len(rows[idx[0]])
-            pad = self.tokenizer.pad_token_id
-            ids = torch.tensor([rows[i] + [pad] * (width - len(rows[i])) for i in idx])
-            mask = torch.tensor([[1] * len(rows[i]) + [0] * (width - len(rows[i])) for i in idx])
-            logp = self.model(ids.to(self.device), attention_mask=mask.to(self.device)).logits
-            logp = logp.float().log_softmax(-1)  # (B, T, V)
+        # the first continuation token is predicted at the last context position: it must run
+        for idx, shared, cache in self._prefix_batches(rows, [len(c) - 1 for c in contexts]):
+            suffixes = [rows[i][shared:] for i in idx]
+            width = max(map(len, suffixes))
+            ids = torch.tensor([s + [pad] * (width - len(s)) for s in suffixes])
+            mask = torch.tensor([[1] * (shared + len(s)) + [0] * (width - len(s))
+                                 for s in suffixes])  # fmt: skip
+            cache.batch_repeat_interleave(len(idx))
+            logits = self._extend(cache, ids, mask, logits=True).logits
+            logp = logits.float().log_softmax(-1)  # (B, T, V)
             for b, i in enumerate(idx):
                 # the token at position t is predicted by the logits at t - 1
-                positions = torch.arange(len(contexts[i]), len(rows[i]))
-                picked = logp[b, positions - 1].gather(-1, ids[b, positions, None].to(self.device))
+                at = torch.arange(len(contexts[i]), len(rows[i])) - shared
+                picked = logp[b, at - 1].gather(-1, ids[b, at, None].to(self.device))
                 scores[i] = picked.sum().item()
         return scores
 
@@ -309,6 +406,7 @@ class Seq2SeqLM(HFModel):
         scores = []
         for prompt, continuation in zip(prompts, continuations):
             enc = self.tokenizer(self.format(prompt), return_tensors="pt").to(self.device)
+            self.prefill_tokens += enc["input_ids"].numel()
             labels = self.tokenizer(continuation, add_special_tokens=False, return_tensors="pt")[
                 "input_ids"
             ].to(self.device)

@@ -1,0 +1,59 @@
+"""Prefix reuse for decoder-only models: a token prefix shared by prompts is prefilled once.
+
+Every reader prompt starts with the same instruction and few-shot exemplars (~70% of its
+tokens), and the k self-consistency prompts of one question share all but the rationale. A
+causal model's key/value cache of a prefix does not depend on what follows it, so it is
+computed once (batch 1) and repeated along the batch; only the tokens that differ are run.
+
+Why hand-written: transformers' ``generate`` accepts a prefilled ``past_key_values`` but does
+not look for prefixes shared across a batch, and the engines that do (vLLM's prefix caching)
+do not run on our CPU target. Prompts are tokenised whole, once; the shared prefix is the
+longest common prefix of those token ids, so it always ends on a token boundary of every
+prompt. Rows of a batch are then laid out as ``shared prefix | padding | own suffix``; the
+attention mask hides the padding and position ids follow the mask, so every real token sees
+exactly the positions and context it has in the plain left-padded path.
+"""
+
+import copy
+
+import torch
+
+
+def common_prefix_length(rows: list[list[int]]) -> int:
+    """Length of the longest token prefix all ``rows`` share.
+
+    >>> common_prefix_length([[1, 2, 3], [1, 2, 4], [1, 2]])
+    2
+    """
+    shortest = min(rows, key=len)
+    for i, token in enumerate(shortest):
+        if any(row[i] != token for row in rows):
+            return i
+    return len(shortest)
+
+
+def positions(mask: torch.Tensor) -> torch.Tensor:
+    """Position ids that count only unmasked tokens (padding gets 0: it is never attended)."""
+    return (mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def repeated(cache, times: int):
+    """A copy of a batch-1 ``cache`` repeated ``times`` along the batch; the original is kept."""
+    cache = copy.deepcopy(cache)
+    cache.batch_repeat_interleave(times)
+    return cache
+
+
+def extend(model, cache, ids: torch.Tensor, mask: torch.Tensor, logits: bool = False):
+    """Run ``ids`` (B, T) after what ``cache`` holds; ``mask`` covers cache and ids. Returns
+    the model output (its cache is ``cache``, now longer by T). Without ``logits`` only the
+    last position's are computed: the vocabulary projection is a fifth of a small model."""
+    past = mask.shape[1] - ids.shape[1]
+    return model(
+        input_ids=ids,
+        attention_mask=mask,
+        position_ids=positions(mask)[:, past:],
+        cache=cache,
+        use_cache=True,
+        logits_to_keep=0 if logits else 1,
+    )
