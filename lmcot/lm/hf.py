@@ -30,6 +30,13 @@ from lmcot.lm.prefix import common_prefix_length, extend
 log = logging.getLogger(__name__)
 
 
+def sampling(params: GenerationParams) -> dict:
+    """``generate``'s decoding arguments: greedy, or sampling with the params' knobs."""
+    if params.greedy:
+        return {"do_sample": False}
+    return {"do_sample": True, "temperature": params.temperature, "top_p": params.top_p}
+
+
 class HFModel(LM):
     """Shared loading, batching and device handling of local transformers models.
 
@@ -174,33 +181,30 @@ class HFModel(LM):
     @torch.inference_mode()
     def _generate(self, prompts: list[str], params: GenerationParams, n: int) -> list[list[str]]:
         torch.manual_seed(params.seed)
-        sampling = {"do_sample": False}
-        if not params.greedy:
-            sampling = {
-                "do_sample": True,
-                "temperature": params.temperature,
-                "top_p": params.top_p,
-            }
         out: list[list[str]] = [[] for _ in prompts]
         for idx, batch in self._batches(prompts):
             # a decoder-only generate prefills each of the n copies; an encoder runs once
             copies = 1 if self.model.config.is_encoder_decoder else n
             self.prefill_tokens += batch["input_ids"].numel() * copies
-            generated = self.model.generate(
-                **batch,
-                max_new_tokens=params.max_new_tokens,
-                num_return_sequences=n,
-                stop_strings=list(params.stop) or None,
-                tokenizer=self.tokenizer,
-                pad_token_id=self.tokenizer.pad_token_id,
-                **sampling,
-            )
+            generated = self._sample(batch, params, n)
             texts = self.tokenizer.batch_decode(
                 self._new_tokens(generated, batch), skip_special_tokens=True
             )
             for j, text in enumerate(texts):
                 out[idx[j // n]].append(cut_at_stop(text, params.stop))
         return out
+
+    def _sample(self, batch, params: GenerationParams, n: int) -> torch.Tensor:
+        """One ``generate`` of ``n`` samples per row: greedy, or sampled with the params' knobs."""
+        return self.model.generate(
+            **batch,
+            max_new_tokens=params.max_new_tokens,
+            num_return_sequences=n,
+            stop_strings=list(params.stop) or None,
+            tokenizer=self.tokenizer,
+            pad_token_id=self.tokenizer.pad_token_id,
+            **sampling(params),
+        )
 
     @torch.no_grad()  # not inference_mode: RL feeds these ids to a forward that needs grads
     def rollout(self, prompts: list[str], params: GenerationParams, n: int = 1) -> dict:
@@ -213,25 +217,10 @@ class HFModel(LM):
         that completed a stop string), ``texts`` (decoded, cut at the stop strings) and
         ``finished`` (False: cut off by ``max_new_tokens``).
         """
-        sampling = {"do_sample": False}
-        if not params.greedy:
-            sampling = {
-                "do_sample": True,
-                "temperature": params.temperature,
-                "top_p": params.top_p,
-            }
         batch = self.tokenizer(
             [self.format(p) for p in prompts], return_tensors="pt", padding=True
         ).to(self.device)
-        generated = self.model.generate(
-            **batch,
-            max_new_tokens=params.max_new_tokens,
-            num_return_sequences=n,
-            stop_strings=list(params.stop) or None,
-            tokenizer=self.tokenizer,
-            pad_token_id=self.tokenizer.pad_token_id,
-            **sampling,
-        )
+        generated = self._sample(batch, params, n)
         completion = self._completion_ids(generated, batch)
         mask, finished, texts = [], [], []
         for ids in completion.tolist():
@@ -327,10 +316,6 @@ class CausalLM(HFModel):
         if not self.prefix_reuse:
             return super()._generate(prompts, params, n)
         torch.manual_seed(params.seed)
-        sampling = {"do_sample": False}
-        if not params.greedy:
-            sampling = {"do_sample": True, "temperature": params.temperature,
-                        "top_p": params.top_p}  # fmt: skip
         rows = self.tokenizer([self.format(p) for p in prompts])["input_ids"]
         pad = self.tokenizer.pad_token_id
         out: list[list[str]] = [[] for _ in prompts]
@@ -355,7 +340,7 @@ class CausalLM(HFModel):
                 stop_strings=list(params.stop) or None,
                 tokenizer=self.tokenizer,
                 pad_token_id=pad,
-                **sampling,
+                **sampling(params),
             )
             texts = self.tokenizer.batch_decode(
                 generated[:, ids.shape[1] :], skip_special_tokens=True
