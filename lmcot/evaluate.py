@@ -13,7 +13,7 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from lmcot import diagnostics, loggers, results
-from lmcot.artifacts import DONE, Artifact, artifact, job_key
+from lmcot.artifacts import DONE, Artifact, artifact
 from lmcot.lm.base import LM
 
 log = logging.getLogger(__name__)
@@ -107,7 +107,6 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         "methods": results.summarize(predictions, seed=cfg.seed),
         "notes": OmegaConf.to_container(cfg.notes),
         "diagnostics": diagnostics.diagnose(predictions),
-        "job_key": job_key(cfg),
     }
     quality_rows = []
     if cfg.evaluate.rationale_quality:

@@ -42,6 +42,13 @@ def finished_metrics(output_dir: str | Path, key: str) -> dict[str, float] | Non
     }
 
 
+def _stamp(results: Path, key: str) -> None:
+    # the job key goes in last, so only a job that finished carries it
+    if results.exists():
+        summary = json.loads(results.read_text())
+        results.write_text(json.dumps(summary | {"job_key": key}, indent=2) + "\n")
+
+
 def task_wrapper(task):
     """Seed from ``cfg.seed``, run ``task(cfg)``, log any exception, always print the output dir.
 
@@ -55,13 +62,15 @@ def task_wrapper(task):
     def wrapped(cfg: DictConfig):
         seed_everything(cfg.seed, workers=True, verbose=False)
         out = Path(cfg.paths.output_dir)
-        multirun = _multirun()
+        multirun, key = _multirun(), job_key(cfg)  # the key of the config as launched
         try:
-            if multirun and (done := finished_metrics(out, job_key(cfg))) is not None:
+            if multirun and (done := finished_metrics(out, key)) is not None:
                 log.info("job already finished with this config, skipping: %s", out)
                 return done
             (out / ERROR_FILE).unlink(missing_ok=True)
-            return task(cfg)
+            metrics = task(cfg)
+            _stamp(out / "results.json", key)
+            return metrics
         except Exception:
             log.exception("%s failed", task.__name__)
             if not multirun:
