@@ -13,7 +13,7 @@ from lmcot.tasks import task_wrapper
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="eval")
 def main(cfg: DictConfig) -> float:
-    metrics = task_wrapper(evaluate)(cfg)
+    metrics = task_wrapper(evaluate)(cfg) or {}  # a failed multirun job returns None
     return metrics.get(cfg.optimized_metric)  # what a Hydra sweeper optimises
 
 

@@ -33,7 +33,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    return task_wrapper(train)(cfg).get(cfg.optimized_metric)
+    metrics = task_wrapper(train)(cfg) or {}  # a failed multirun job returns None
+    return metrics.get(cfg.optimized_metric)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 from pytorch_lightning import seed_everything
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from lmcot.artifacts import job_key
@@ -71,12 +72,13 @@ def task_wrapper(task):
             metrics = task(cfg)
             _stamp(out / "results.json", key)
             return metrics
-        except Exception:
+        except Exception as e:
             log.exception("%s failed", task.__name__)
             if not multirun:
                 raise
             out.mkdir(parents=True, exist_ok=True)
-            (out / ERROR_FILE).write_text(traceback.format_exc())
+            summary = " ".join(f"{type(e).__name__}: {e}".split())  # first line: what failed
+            (out / ERROR_FILE).write_text(f"{summary}\n\n{traceback.format_exc()}")
             return None
         finally:
             log.info("output dir: %s", out)
@@ -102,16 +104,16 @@ class SweepSummary(Callback):
         failed = []
         for job in jobs:
             if (job / ERROR_FILE).exists():
-                last = (job / ERROR_FILE).read_text().strip().splitlines()[-1]
+                first = (job / ERROR_FILE).read_text().splitlines()[0]
                 failed.append(job)
-                table.add_row(str(job), "[red]failed[/red]", last)
+                table.add_row(escape(job.name), "[red]failed[/red]", escape(first[:300]))
             elif (job / "results.json").exists():
-                table.add_row(str(job), "[green]done[/green]", "")
+                table.add_row(escape(job.name), "[green]done[/green]", "")
             else:
-                table.add_row(str(job), "[yellow]missing[/yellow]", "")
-        Console().print(table)
-        if failed:
-            raise RuntimeError(
+                table.add_row(escape(job.name), "[yellow]missing[/yellow]", "")
+        Console(width=max(Console().width, 160)).print(table)
+        if failed:  # SystemExit: Hydra turns an Exception from a callback into a mere warning
+            raise SystemExit(
                 f"{len(failed)} of {len(jobs)} jobs failed (tracebacks in their {ERROR_FILE}); "
                 "re-run the same command to redo only those"
             )
