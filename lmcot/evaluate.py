@@ -115,13 +115,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     log.info("wrote %s", path)
     results.print_table(summary)
     diagnostics.print_table(summary["diagnostics"])
-    metrics = {
-        f"test/{name}/{metric}": m[metric]
-        for name, m in summary["methods"].items()
-        for metric in ("em", "f1", "empty")
-    }
-    for name, m in summary["methods"].items():
-        metrics[f"test/{name}/em_ci_low"], metrics[f"test/{name}/em_ci_high"] = m["em_ci"]
+    metrics = results.logged_metrics(summary)
     run_loggers = loggers.instantiate_loggers(cfg.get("logger"), stage="evaluate")
     loggers.log_safely(run_loggers, "log_hyperparams", loggers.hparams(cfg))
     loggers.log_safely(run_loggers, "log_metrics", metrics)

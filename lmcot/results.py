@@ -52,6 +52,15 @@ def summarize(
     return summary
 
 
+def logged_metrics(results: dict) -> dict[str, float]:
+    """The flat ``test/<method>/<metric>`` numbers a run logs and returns to a sweeper."""
+    metrics = {}
+    for name, m in results["methods"].items():
+        metrics |= {f"test/{name}/{metric}": m[metric] for metric in ("em", "f1", "empty")}
+        metrics[f"test/{name}/em_ci_low"], metrics[f"test/{name}/em_ci_high"] = m["em_ci"]
+    return metrics
+
+
 def write(output_dir: str | Path, results: dict, predictions: list[Prediction]) -> Path:
     """Write ``results.json`` and ``predictions.jsonl`` into ``output_dir``; return the first."""
     out = Path(output_dir)

@@ -19,6 +19,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from lmcot.artifacts import job_key
+from lmcot.results import logged_metrics
 
 log = logging.getLogger(__name__)
 ERROR_FILE = "error.txt"  # a failed multirun job's traceback, in its output dir
@@ -36,11 +37,7 @@ def finished_metrics(output_dir: str | Path, key: str) -> dict[str, float] | Non
     results = json.loads(path.read_text())
     if results.get("job_key") != key:
         return None
-    return {
-        f"test/{name}/{metric}": m[metric]
-        for name, m in results["methods"].items()
-        for metric in ("em", "f1")
-    }
+    return logged_metrics(results)  # what the job returned when it ran
 
 
 def _stamp(results: Path, key: str) -> None:
