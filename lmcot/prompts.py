@@ -190,6 +190,8 @@ _CONNECTIVE = re.compile(
     r"(?:^|(?<=[.!?])\s+|\n)\s*(?:therefore|so|thus|hence)\b,?\s+(?P<answer>[^\n]*)",
     re.IGNORECASE,
 )
+# a reply that opens with a bare "Yes," / "No." (chat models answer yes/no questions so)
+_YES_NO = re.compile(r"^\W*(?P<answer>yes|no)\b\s*(?:[,.!;:]|$)", re.IGNORECASE)
 # a sentence ends at . ! ? before a capital, except after an initial ("U.S. Navy", "J. Smith")
 _SENTENCE_END = re.compile(r"(?<!\b[A-Z])[.!?]\s+(?=[A-Z0-9])")
 _WRAPPING = "\"'`*_ \t\u201c\u201d\u2018\u2019"  # quotes, markdown bold/italics, spaces
@@ -213,7 +215,8 @@ def clean_answer(text: str) -> str:
 def stated_answer(text: str, connectives: bool = True) -> str | None:
     """The answer ``text`` states last, or None: the last "the answer is[:] X" (or "answer: X")
     statement; failing that, with ``connectives``, the last sentence opened by "Therefore,",
-    "So", "Thus" or "Hence". X runs to the end of its sentence.
+    "So", "Thus" or "Hence"; failing that, "yes" or "no" if the text opens with a bare
+    "Yes," / "No." X runs to the end of its sentence.
 
     >>> stated_answer("Lee was born in 1950. The answer is: **Columbia University**.")
     'Columbia University'
@@ -223,6 +226,12 @@ def stated_answer(text: str, connectives: bool = True) -> str | None:
     'Orrin Vale'
     >>> stated_answer("He served in the U.S. Navy. So U.S. Navy")
     'U.S. Navy'
+    >>> stated_answer("No, Scott Derrickson and Ed Wood were not of the same nationality.")
+    'no'
+    >>> stated_answer("**Yes.** Both were born in Ohio.")
+    'yes'
+    >>> stated_answer("Nobody knows.") is None
+    True
     >>> stated_answer("Arlo was born in Lyon.") is None
     True
     """
@@ -232,6 +241,8 @@ def stated_answer(text: str, connectives: bool = True) -> str | None:
             sentence = _SENTENCE_END.split(matches[-1]["answer"], maxsplit=1)[0]
             if answer := clean_answer(sentence):
                 return answer
+    if match := _YES_NO.match(text):
+        return match["answer"].lower()
     return None
 
 
@@ -254,6 +265,8 @@ def extract_answer(text: str) -> str:
     '10'
     >>> extract_answer("Both bands formed in Ohio. Therefore, Orrin Vale.")
     'Orrin Vale'
+    >>> extract_answer("Answer: No, they were born in different countries.")
+    'no'
     """
     parts = _ANSWER_LABEL.split(text)
     if len(parts) > 1:
