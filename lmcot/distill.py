@@ -97,7 +97,9 @@ class PairCollator:
 
     Sources come fitted to their budget (:func:`training_pairs`) and are never cut here: a cut
     would lose the instruction or the question. Targets are cut from the right, and every
-    target ends in EOS so the student learns to stop.
+    target ends in EOS so the student learns to stop. Decoder-only sequences are padded on the
+    left (with explicit ``position_ids``), so every target sits in the last columns and the
+    loss needs logits there only (:func:`causal_lm_loss`).
     """
 
     def __init__(self, tokenizer, encoder_decoder: bool, max_target: int):
@@ -114,18 +116,40 @@ class PairCollator:
         # decoder-only: one sequence, loss on the target part only
         inputs = [s + t for s, t in zip(sources, targets)]
         labels = [[IGNORE] * len(s) + t for s, t in zip(sources, targets)]
-        return self._pad(inputs, labels)
+        batch = self._pad(inputs, labels, left=True)
+        batch["position_ids"] = (batch["attention_mask"].cumsum(1) - 1).clamp(min=0)
+        return batch
 
-    def _pad(self, inputs: list[list[int]], labels: list[list[int]]) -> dict[str, torch.Tensor]:
+    def _pad(self, inputs: list[list[int]], labels: list[list[int]], left: bool = False):
         width = max(map(len, inputs))
-        pad = self.tok.pad_token_id
+
+        def pad(row: list[int], value: int) -> list[int]:
+            fill = [value] * (width - len(row))
+            return fill + row if left else row + fill
+
         return {
-            "input_ids": torch.tensor([x + [pad] * (width - len(x)) for x in inputs]),
-            "attention_mask": torch.tensor(
-                [[1] * len(x) + [0] * (width - len(x)) for x in inputs]
-            ),
-            "labels": torch.tensor([y + [IGNORE] * (width - len(y)) for y in labels]),
+            "input_ids": torch.tensor([pad(x, self.tok.pad_token_id) for x in inputs]),
+            "attention_mask": torch.tensor([pad([1] * len(x), 0) for x in inputs]),
+            "labels": torch.tensor([pad(y, IGNORE) for y in labels]),
         }
+
+
+def causal_lm_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Mean token cross-entropy of a left-padded decoder-only batch, with logits computed only
+    over the trailing columns that hold targets: the prompt's logits (most of the sequence, each
+    a vocabulary-wide row) are never materialised. Equals ``model(**batch).loss``.
+    """
+    labels = batch["labels"]
+    has_label = (labels != IGNORE).any(0).nonzero()
+    first = int(has_label[0]) if len(has_label) else labels.shape[1] - 1
+    # the column before the first target predicts it
+    keep = min(labels.shape[1], labels.shape[1] - first + 1)
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    logits = model(**inputs, logits_to_keep=keep).logits[:, :-1]
+    return torch.nn.functional.cross_entropy(
+        logits.float().flatten(0, 1), labels[:, labels.shape[1] - keep + 1 :].flatten(),
+        ignore_index=IGNORE,
+    )  # fmt: skip
 
 
 class MultiHopDataModule(pl.LightningDataModule):
@@ -186,7 +210,9 @@ class DistillModule(pl.LightningModule):
         self.strict_loading = not self.lora  # LoRA checkpoints hold the adapters only
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.model(**batch).loss
+        if self.model.config.is_encoder_decoder:
+            return self.model(**batch).loss
+        return causal_lm_loss(self.model, batch)
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         loss = self(batch)

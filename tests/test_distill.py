@@ -7,7 +7,14 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from lmcot.data import synthetic
-from lmcot.distill import IGNORE, DistillModule, MultiHopDataModule, PairCollator, training_pairs
+from lmcot.distill import (
+    IGNORE,
+    DistillModule,
+    MultiHopDataModule,
+    PairCollator,
+    causal_lm_loss,
+    training_pairs,
+)
 from lmcot.lm.base import GenerationParams
 from lmcot.prompts import approximate_tokens, token_counter
 
@@ -52,7 +59,18 @@ def test_decoder_only_loss_covers_the_rationale_only(cfg_factory):
     target_ids = student.tokenizer(" because x.", add_special_tokens=False)["input_ids"]
     labels = batch["labels"][0][batch["labels"][0] != IGNORE].tolist()
     assert labels == target_ids + [student.tokenizer.eos_token_id]  # rationale + EOS, no prompt
-    assert batch["attention_mask"][1].sum() < batch["attention_mask"][0].sum()  # right padding
+    mask = batch["attention_mask"]
+    assert mask[1].sum() < mask[0].sum() and mask[1, 0] == 0 and mask[1, -1] == 1  # left padding
+    assert batch["position_ids"][1, -1] == mask[1].sum() - 1  # positions count real tokens only
+
+
+def test_target_window_loss_equals_the_full_sequence_loss(cfg_factory):
+    student = tiny_student(cfg_factory, "tiny_llama")
+    collate = PairCollator(student.tokenizer, False, max_target=16)
+    batch = collate([("Question: where was Arlo born? Rationale:", " Arlo was born in Lyon."),
+                     ("Q2 Rationale:", " y"), ("A much longer source text than the others", " z")])
+    full = student.model(**batch).loss  # logits over every column
+    assert torch.allclose(causal_lm_loss(student.model, batch), full, atol=1e-5)
 
 
 def test_sources_are_never_cut_targets_are_cut_from_the_right(cfg_factory):
