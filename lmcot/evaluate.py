@@ -7,6 +7,7 @@ stage exported. All LM calls go through caches, so re-running an evaluation cost
 """
 
 import logging
+import statistics
 from pathlib import Path
 
 from hydra.utils import get_class, instantiate
@@ -94,16 +95,20 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     if not examples:
         raise ValueError(f"data config {cfg.data._target_} produced no examples")
     reader: LM = instantiate(cfg.reader)
-    predictions = []
+    predictions, samples_used = [], {}
     for name, method in build_methods(cfg, reader).items():
         log.info("method %s on %d examples", name, len(examples))
         predictions += method(name, examples, reader)
+        if used := getattr(getattr(method, "decoding", None), "samples_used", None):
+            samples_used[name] = statistics.fmean(used)  # sampled rationales per question
     summary = {
         "n": len(examples),
         "data": cfg.data._target_.rsplit(".", 2)[-2],
         "reader": reader.cache_id,
         "prompt_version": cfg.prompts.version,
         "reader_calls": reader.backend_calls,
+        "saved_calls": reader.saved_calls,  # duplicate prompts answered once, not asked again
+        "samples_used": samples_used,
         "methods": results.summarize(predictions, seed=cfg.seed),
         "notes": OmegaConf.to_container(cfg.notes),
         "diagnostics": diagnostics.diagnose(predictions),

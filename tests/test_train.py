@@ -34,6 +34,9 @@ def test_train_writes_all_methods(trained):
     rows = [json.loads(line) for line in open(f"{cfg.paths.output_dir}/predictions.jsonl")]
     guided = [r for r in rows if r["method"].startswith("lm_guided")]
     assert len(guided) == 16 and all(isinstance(r["rationale"], str) for r in guided)
+    # SC draws k = 2 per question; greedy methods draw no samples; duplicates are counted
+    assert results["samples_used"] == {"lm_guided_kd_sc": 2.0, "lm_guided_rl_sc": 2.0}
+    assert isinstance(results["saved_calls"], int) and results["saved_calls"] >= 0
 
 
 def test_rerun_reuses_teacher_checkpoint_and_caches(trained, monkeypatch):
