@@ -67,8 +67,13 @@ def test_decoder_only_loss_covers_the_rationale_only(cfg_factory):
 def test_target_window_loss_equals_the_full_sequence_loss(cfg_factory):
     student = tiny_student(cfg_factory, "tiny_llama")
     collate = PairCollator(student.tokenizer, False, max_target=16)
-    batch = collate([("Question: where was Arlo born? Rationale:", " Arlo was born in Lyon."),
-                     ("Q2 Rationale:", " y"), ("A much longer source text than the others", " z")])
+    batch = collate(
+        [
+            ("Question: where was Arlo born? Rationale:", " Arlo was born in Lyon."),
+            ("Q2 Rationale:", " y"),
+            ("A much longer source text than the others", " z"),
+        ]
+    )
     full = student.model(**batch).loss  # logits over every column
     assert torch.allclose(causal_lm_loss(student.model, batch), full, atol=1e-5)
 
