@@ -423,6 +423,20 @@ def test_synthetic_training_split_is_disjoint_from_evaluation():
     assert not {ex.question for ex in train} & {ex.question for ex in evaluation}
 
 
+def test_synthetic_dev_split_is_disjoint_from_training_and_evaluation():
+    """Settings are chosen on dev: it must share no question with either split."""
+    dev = synthetic.load(num_examples=50, split="dev")
+    train = synthetic.load(split="train", num_train=3000)
+    evaluation = synthetic.load(num_examples=3000)
+    assert len(dev) == 50 and dev[0].id == "syn-dev-000000"
+    assert dev == synthetic.load(num_examples=50, split="dev")
+    questions = {ex.question for ex in dev}
+    assert not questions & {ex.question for ex in train + evaluation}
+    assert {ex.type for ex in dev} == {ex.type for ex in evaluation[:50]}  # same distribution
+    with pytest.raises(ValueError, match="validation|train|dev"):
+        synthetic.load(split="test")
+
+
 # --- synthetic generator ---------------------------------------------------------------------
 
 

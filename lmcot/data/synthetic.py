@@ -51,6 +51,7 @@ KINDS = (
 BRIDGE = {"founder_city", "founder_year", "founded_hq", "native_of_hq"}
 MAX_DISTRACTORS = 8  # as many as HotpotQA's distractor setting; also keeps years distinct
 TRAIN_OFFSET = 10**6  # training examples come from indices far above any evaluation split
+DEV_OFFSET = 2 * 10**6  # dev questions: the training distribution, for choosing settings
 
 ONSETS = ("b", "d", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "br", "dr", "kr", "tr", "st")
 VOWELS = ("a", "e", "i", "o", "u", "a", "e", "o")
@@ -131,11 +132,14 @@ def load(
         seed: the same seed gives the identical list; example ``i`` depends only on (seed, i).
         limit: keep the first ``limit`` (None: all); same as a smaller ``num_examples``.
         num_distractors: distractor paragraphs per example, beside the 2 gold ones.
-        split: ``train`` draws ``num_train`` examples from indices no evaluation split uses.
+        split: ``validation`` (the evaluation questions); ``train`` draws ``num_train``
+            examples from indices no evaluation split uses; ``dev`` draws ``num_examples``
+            held-out training-distribution questions (neither training nor evaluation ones),
+            on which prompts, suffixes and thresholds are chosen.
         num_train: size of the training split.
 
     Returns:
-        Examples with ids ``syn-000000``, ... (``syn-train-000000``, ... for ``train``).
+        Examples with ids ``syn-000000``, ... (``syn-train-000000``, ``syn-dev-000000``, ...).
     """
     check_options(limit, "raise")
     _check_count("num_examples", num_examples)
@@ -146,6 +150,11 @@ def load(
         ]
         return [replace(ex, id=f"syn-train-{i:06d}") for i, ex in enumerate(examples)]
     n = num_examples if limit is None else min(num_examples, limit)
+    if split == "dev":
+        examples = [make_example(DEV_OFFSET + i, seed, num_distractors) for i in range(n)]
+        return [replace(ex, id=f"syn-dev-{i:06d}") for i, ex in enumerate(examples)]
+    if split != "validation":
+        raise ValueError(f"data.split of the synthetic data must be validation|train|dev: {split}")
     return [make_example(i, seed, num_distractors) for i in range(n)]
 
 
