@@ -317,7 +317,8 @@ def _distill(cfg: DictConfig, art: Artifact) -> dict[str, float]:
     collate = PairCollator(student.tokenizer, encoder_decoder, cfg.distill.max_target_length)
     pairs_train, counts_train = pairs([r for r in rows if r["id"] not in val_ids])
     pairs_val, counts_val = pairs([r for r in rows if r["id"] in val_ids])
-    datamodule = MultiHopDataModule(pairs_train, pairs_val, collate, cfg.distill.batch_size)
+    micro, accumulate = micro_batches(cfg.distill.batch_size, cfg.distill.micro_batch_size)
+    datamodule = MultiHopDataModule(pairs_train, pairs_val, collate, micro)
     val_examples = [examples[i] for i in sorted(val_ids)][: cfg.distill.val_em_limit]
     module = DistillModule(
         student,
@@ -335,6 +336,7 @@ def _distill(cfg: DictConfig, art: Artifact) -> dict[str, float]:
     trainer: pl.Trainer = instantiate(
         cfg.trainer, default_root_dir=out, callbacks=[checkpoints],
         logger=loggers.guarded(run_loggers) or False,
+        accumulate_grad_batches=cfg.trainer.get("accumulate_grad_batches", 1) * accumulate,
     )  # fmt: skip
     last = out / "checkpoints" / "last.ckpt"
     trainer.fit(module, datamodule=datamodule, ckpt_path=last if last.exists() else None)
@@ -350,6 +352,22 @@ def _distill(cfg: DictConfig, art: Artifact) -> dict[str, float]:
         export(student, art, metrics)
         log.info("distilled student exported to %s", art.student)
     return metrics
+
+
+def micro_batches(batch_size: int, micro_batch_size: int | None) -> tuple[int, int]:
+    """(pairs per forward pass, forward passes per optimiser step) for ``distill.batch_size``
+    pairs per step: activations of a micro-batch, not of the whole batch, are held at once.
+
+    >>> micro_batches(8, 4), micro_batches(8, None)
+    ((4, 2), (8, 1))
+    """
+    micro = micro_batch_size or batch_size
+    if micro < 1 or batch_size % micro:
+        raise ValueError(
+            f"distill.micro_batch_size={micro_batch_size} must divide distill.batch_size="
+            f"{batch_size}"
+        )
+    return micro, batch_size // micro
 
 
 def export(student: HFModel, art: Artifact, metrics: dict) -> None:

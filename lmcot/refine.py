@@ -491,6 +491,7 @@ def _refine(cfg: DictConfig, art: artifacts.Artifact, kd: Path) -> dict[str, flo
         cfg.trainer, default_root_dir=out, callbacks=[best, last],
         logger=loggers.guarded(run_loggers) or False,
         max_epochs=r.epochs, gradient_clip_val=None, num_sanity_val_steps=0, log_every_n_steps=1,
+        accumulate_grad_batches=1,  # minibatches are the algorithm's (manual optimisation)
         use_distributed_sampler=False,
     )  # fmt: skip
     train, val = dataloaders(r.steps_per_epoch, val_examples)

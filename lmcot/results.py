@@ -3,9 +3,10 @@
 ``results.json`` has a stable core (DESIGN.md §4): ``n`` and ``methods.<name>.em|f1|n``;
 ``report`` gathers these files across a multirun. Beside the core each method carries
 ``em_ci`` (percentile bootstrap 95% interval), ``empty`` (answers that normalise to nothing: a
-formatting failure of the reader, otherwise silent) and ``vs_standard`` (paired difference of EM
-to standard prompting over the same questions, with its interval), so that no ordering is read
-off numbers that the data does not separate.
+formatting failure of the reader, otherwise silent), ``vs_standard`` and ``vs_kd`` (paired
+difference of EM to standard prompting and to the KD student's greedy method over the same
+questions, with its interval), so that no ordering is read off numbers that the data does not
+separate.
 """
 
 import json
@@ -21,12 +22,15 @@ from lmcot.metrics import normalize_answer
 from lmcot.stats import NUM_RESAMPLES, bootstrap_ci, paired_bootstrap_diff
 
 BASELINE = "standard"  # every other method's EM is compared with it, paired by example id
+# the paired comparisons each method carries: key -> the method compared against
+REFERENCES = {"vs_standard": BASELINE, "vs_kd": "lm_guided_kd"}
 
 
 def summarize(
     predictions: list[Prediction], seed: int = 0, num_resamples: int = NUM_RESAMPLES
 ) -> dict:
-    """EM (with interval), F1, empty answers and the difference to standard, per method.
+    """EM (with interval), F1, empty answers and the paired differences to standard and to KD,
+    per method.
 
     Methods keep the order in which they first appear.
     """
@@ -43,11 +47,12 @@ def summarize(
             "em_ci": list(bootstrap_ci([p.em for p in preds], num_resamples, seed)),
             "empty": sum(not normalize_answer(p.prediction) for p in preds),
         }
-        if BASELINE in by_method and name != BASELINE:
-            diff, ci = paired_bootstrap_diff(
-                em_by_id[name], em_by_id[BASELINE], num_resamples, seed
-            )
-            m["vs_standard"] = {"diff": diff, "ci": list(ci)}
+        for key, reference in REFERENCES.items():
+            if reference in by_method and name not in (reference, BASELINE):
+                diff, ci = paired_bootstrap_diff(
+                    em_by_id[name], em_by_id[reference], num_resamples, seed
+                )
+                m[key] = {"diff": diff, "ci": list(ci)}
         summary[name] = m
     return summary
 
@@ -86,12 +91,13 @@ def print_table(results: dict, console: Console | None = None) -> None:
     table.add_column("EM [95% CI]", justify="right")
     table.add_column("F1", justify="right")
     table.add_column("empty", justify="right")
-    table.add_column(f"EM − {BASELINE} [95% CI]", justify="right")
+    shown = [k for k in REFERENCES if any(k in m for m in results["methods"].values())]
+    for key in shown:
+        table.add_column(f"EM − {REFERENCES[key]} [95% CI]", justify="right")
     for name, m in results["methods"].items():
-        vs = m.get("vs_standard")
+        diffs = [_interval(m[k]["diff"], m[k]["ci"], signed=True) if k in m else "" for k in shown]
         table.add_row(
-            name, _interval(m["em"], m["em_ci"]), f"{m['f1']:.3f}", str(m["empty"]),
-            _interval(vs["diff"], vs["ci"], signed=True) if vs else "",
+            name, _interval(m["em"], m["em_ci"]), f"{m['f1']:.3f}", str(m["empty"]), *diffs
         )  # fmt: skip
     console.print(table)
     for note in results.get("notes", {}).values():

@@ -129,3 +129,20 @@ def test_lora_student_trains_adapters_only(cfg_factory):
     module.on_save_checkpoint(checkpoint)
     assert set(checkpoint["state_dict"]) == {f"model.{n}" for n in trainable}
     assert not module.strict_loading
+
+
+def test_micro_batches_accumulate_to_one_optimiser_step_per_batch(cfg_factory):
+    """batch_size=4 in micro-batches of 2: 11 training pairs are 6 forward passes, 3 steps."""
+    from lmcot.artifacts import artifact
+    from train import train
+
+    cfg = cfg_factory("debug=smoke", "student=tiny_llama", "data.num_train=12",
+                      "distill.val_em_limit=0", "distill.batch_size=4",
+                      "distill.micro_batch_size=2", "stages=[teacher,distill]",
+                      config_name="train")  # fmt: skip
+    train(cfg)
+    last = artifact(cfg, "distill").dir / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=False)["global_step"] == 3
+    with pytest.raises(ValueError, match="micro_batch_size=3 must divide"):
+        train(cfg_factory("debug=smoke", "distill.micro_batch_size=3", "stages=[teacher,distill]",
+                          config_name="train"))  # fmt: skip

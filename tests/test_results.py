@@ -32,6 +32,20 @@ def test_each_method_has_its_interval_empty_count_and_difference_to_standard():
     assert lo <= 0.375 <= hi
 
 
+def test_methods_after_kd_carry_their_paired_difference_to_kd():
+    standard = rows("standard", [0, 0, 0, 0])
+    kd = rows("lm_guided_kd", [1, 0, 1, 0])
+    rl = rows("lm_guided_rl", [1, 1, 1, 0])
+    summary = summarize(standard + kd + rl, seed=0, num_resamples=200)
+    assert "vs_kd" not in summary["standard"] and "vs_kd" not in summary["lm_guided_kd"]
+    assert summary["lm_guided_rl"]["vs_kd"]["diff"] == pytest.approx(0.25)
+    assert summary["lm_guided_rl"]["vs_standard"]["diff"] == pytest.approx(0.75)
+    results = {"data": "synthetic", "n": 4, "reader": "tiny", "methods": summary}
+    out = io.StringIO()
+    print_table(results, Console(file=out, width=250))
+    assert "EM − lm_guided_kd" in out.getvalue() and "+0.250 [" in out.getvalue()
+
+
 def test_no_difference_column_without_standard():
     summary = summarize(rows("cot", [1, 0]), num_resamples=100)
     assert "vs_standard" not in summary["cot"]

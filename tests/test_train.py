@@ -9,6 +9,7 @@ from hydra.core.hydra_config import HydraConfig
 
 import lmcot.distill
 from lmcot.artifacts import DONE, artifact
+from lmcot.lm.hf import HFModel
 from lmcot.teacher import teacher_path
 from train import train
 
@@ -50,7 +51,11 @@ def test_rerun_reuses_teacher_checkpoint_and_caches(trained, monkeypatch):
     def no_fit(*args, **kwargs):
         raise AssertionError("the distilled student was trained again")
 
+    def no_loading(self):
+        raise AssertionError(f"a fully cached re-run loaded {self.name_or_path}")
+
     monkeypatch.setattr(lmcot.distill.pl.Trainer, "fit", no_fit)
+    monkeypatch.setattr(HFModel, "_load", no_loading)
     metrics = train(cfg)
     assert teacher_file.read_text() == before  # no row written twice
     assert export.stat().st_mtime_ns == mtime
@@ -112,3 +117,17 @@ def test_seq2seq_student_trains_and_guides(cfg_factory):
 def test_unknown_stage_is_rejected(cfg_factory):
     with pytest.raises(ValueError, match="unknown stages"):
         train(cfg_factory(*TINY, "stages=[teacher,refin]", config_name="train"))
+
+
+@pytest.mark.slow
+def test_validity_experiment_runs_end_to_end_at_smoke_scale(tmp_path):
+    cfg = compose_cfg(tmp_path, "experiment=synthetic_validity", *TINY, SC2,
+                      "quality.aspects=[relevance,readability]", config_name="train")  # fmt: skip
+    assert cfg.data.num_examples == 300 and cfg.evaluate.rationale_quality
+    train(cfg)
+    results = json.loads(open(f"{cfg.paths.output_dir}/results.json").read())
+    kd = results["methods"]["lm_guided_kd"]
+    assert kd["n"] == 4 and len(kd["em_ci"]) == 2 and "vs_standard" in kd
+    assert "vs_kd" in results["methods"]["lm_guided_rl"]
+    assert {"lm_guided_kd", "lm_guided_rl"} <= set(results["quality"])
+    assert "lm_guided_kd" in results["diagnostics"]
