@@ -48,7 +48,7 @@ SETUPS = {
     "evaluate": Setup("stages=[teacher,distill,refine,evaluate]", "refined student exists",
                       "refined student exported", None),
 }  # fmt: skip
-TEACHER = ["stages=[teacher]", "teacher=llm", "teacher.chunk_size=2"]  # six written chunks
+TEACHER = ["stages=[teacher]", "teacher=llm", "+teacher.chunk_size=2"]  # six written chunks
 SWEEP = ["data.limit=2,3", "decoding=greedy"]  # two evaluation-only jobs over one student
 TRIALS = {"teacher": 5, "distill": 4, "refine": 4, "evaluate": 4, "multirun": 3}
 
