@@ -28,9 +28,9 @@ def server(monkeypatch):
     httpd.server_close()
 
 
-def run(script: str, tmp_path, name: str, key: str, *overrides: str):
+def run(script: str, tmp_path, name: str, key: str, *overrides: str, cache: str = "cache"):
     cmd = [sys.executable, str(REPO / script), "debug=smoke", "data.limit=2", "logger=wandb",
-           f"hydra.run.dir={tmp_path / name}", f"paths.cache_dir={tmp_path / 'cache'}",
+           f"hydra.run.dir={tmp_path / name}", f"paths.cache_dir={tmp_path / cache}",
            *overrides]  # fmt: skip
     return subprocess.run(cmd, cwd=tmp_path, env=env() | {"OPENAI_API_KEY": key},
                           capture_output=True, timeout=600)  # fmt: skip
@@ -47,7 +47,7 @@ def test_the_key_is_written_nowhere(server, tmp_path):
     assert trained.returncode == 0, trained.stderr[-3000:]
     # a server that echoes a rejected key into its error (some do): the error is kept, the key not
     server.expected_key = "sk-the-right-one"
-    rejected = run("evaluate.py", tmp_path, "rejected", key, *reader, "data.limit=1")
+    rejected = run("evaluate.py", tmp_path, "rejected", key, *reader, cache="cache-rejected")
     said = rejected.stdout + rejected.stderr
     assert rejected.returncode != 0 and b"Incorrect API key provided: Bearer ***" in said
 
