@@ -49,7 +49,7 @@ SETUPS = {
                       "refined student exported", None),
 }  # fmt: skip
 TEACHER = ["stages=[teacher]", "teacher=llm", "+teacher.chunk_size=2"]  # six written chunks
-SWEEP = ["data.limit=2,3", "decoding=greedy"]  # two evaluation-only jobs over one student
+SWEEP = ["data.limit=2,3", "methods=baselines"]  # two evaluation-only jobs, trained stages reused
 TRIALS = {"teacher": 5, "distill": 4, "refine": 4, "evaluate": 4, "multirun": 3}
 
 
