@@ -18,7 +18,7 @@ pytestmark = [pytest.mark.faults, pytest.mark.slow]
 
 def test_two_process_ddp_writes_once(tmp_path):
     ddp = ["trainer=ddp", "trainer.devices=2", "trainer.accelerator=cpu"]
-    stages = ["stages=[teacher,distill,evaluate]", "methods=guided", "decoding=greedy"]
+    stages = ["stages=[teacher,distill,evaluate]", "methods=guided"]
     cmd = train_cmd(tmp_path, *ddp, *stages)
     done = subprocess.run(cmd, cwd=tmp_path, env=env(), capture_output=True, text=True,
                           timeout=TIMEOUT_S)  # fmt: skip
@@ -35,7 +35,7 @@ def test_two_process_ddp_writes_once(tmp_path):
     assert json.loads(results.read_text())["methods"]["lm_guided"]["n"] == 4
     rows = jsonl(results.parent / "predictions.jsonl")
     keys = [(r["id"], r["method"]) for r in rows]
-    assert len(keys) == len(set(keys)) == 3 * 4  # standard, cot, lm_guided
+    assert len(keys) == len(set(keys)) == 4 * 4  # standard, cot, lm_guided, lm_guided_sc
     [teacher] = tmp_path.glob("cache/teacher/*/rationales.jsonl")
     ids = [r["id"] for r in jsonl(teacher)]
     assert len(ids) == len(set(ids)) == 12
