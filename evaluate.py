@@ -7,13 +7,20 @@ python evaluate.py data=hotpotqa data.path=hotpot_dev_distractor_v1.json data.li
 import hydra
 from omegaconf import DictConfig
 
+from lmcot import preflight
 from lmcot.evaluate import evaluate
 from lmcot.tasks import task_wrapper
 
 
+def checked_evaluate(cfg: DictConfig) -> dict[str, float]:
+    """:func:`lmcot.evaluate.evaluate` after the start-up checks (:mod:`lmcot.preflight`)."""
+    preflight.check(cfg)
+    return evaluate(cfg)
+
+
 @hydra.main(version_base="1.3", config_path="conf", config_name="eval")
 def main(cfg: DictConfig) -> float:
-    metrics = task_wrapper(evaluate)(cfg) or {}  # a failed multirun job returns None
+    metrics = task_wrapper(checked_evaluate)(cfg) or {}  # a failed multirun job returns None
     return metrics.get(cfg.optimized_metric)  # what a Hydra sweeper optimises
 
 

@@ -7,6 +7,7 @@ python train.py data=hotpotqa student=flan_t5_large reader=openai reader.model=.
 import hydra
 from omegaconf import DictConfig
 
+from lmcot import preflight
 from lmcot.distill import run_distill
 from lmcot.evaluate import evaluate
 from lmcot.refine import run_refine
@@ -22,9 +23,7 @@ STAGES = {
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
-    unknown = [s for s in cfg.stages if s not in STAGES]
-    if unknown:
-        raise ValueError(f"unknown stages {unknown}; known: {list(STAGES)}")
+    preflight.check(cfg, STAGES)  # bad keys and unwritable dirs fail here, before any model
     metrics = {}
     for stage in cfg.stages:  # each stage is idempotent and reuses its artifacts
         metrics |= STAGES[stage](cfg)

@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -29,6 +30,7 @@ from pathlib import Path
 from filelock import FileLock
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.utilities import rank_zero_only
 
 from lmcot import __version__
 from lmcot.lm.fingerprint import GGUF_REF, model_fingerprint
@@ -116,6 +118,14 @@ def trainer_knobs(cfg: DictConfig) -> dict:
     return {k: trainer[k] for k in WEIGHT_KNOBS if k in trainer}
 
 
+def is_rank_zero() -> bool:
+    """Whether this process writes: always outside distributed training; under DDP/FSDP only
+    global rank 0. Lightning sets the rank from the launcher's environment (``RANK``,
+    ``LOCAL_RANK``, ``SLURM_PROCID``) at import and from the strategy once it is set up, so
+    this also holds in stages that run outside a Trainer (teacher, evaluate)."""
+    return getattr(rank_zero_only, "rank", 0) == 0
+
+
 @dataclass(frozen=True)
 class Artifact:
     """One stage's output directory for one key.
@@ -146,7 +156,11 @@ class Artifact:
         """Held while the artifact is made: a parallel job with the same key waits, then reuses.
 
         The lock file lives beside the directory, so a stale directory can be deleted freely.
+        Only rank zero takes it: under DDP the other ranks are started by rank zero while it
+        holds the lock, and train inside it with rank zero (they never write the artifact).
         """
+        if not is_rank_zero():
+            return nullcontext()
         self.dir.parent.mkdir(parents=True, exist_ok=True)
         return FileLock(str(self.dir) + ".lock")
 
@@ -154,8 +168,10 @@ class Artifact:
         """``manifest.json``: what made this artifact, when, and the inputs of its key.
 
         Written when the artifact is first started; a later call adds ``extra`` (e.g. the
-        metrics of a finished export) and keeps the original creation time.
+        metrics of a finished export) and keeps the original creation time. Rank zero only.
         """
+        if not is_rank_zero():
+            return
         self.dir.mkdir(parents=True, exist_ok=True)
         path = self.dir / "manifest.json"
         if path.exists():

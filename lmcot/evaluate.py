@@ -12,9 +12,10 @@ from pathlib import Path
 
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.utilities import rank_zero_only
 
 from lmcot import diagnostics, loggers, results
-from lmcot.artifacts import DONE, Artifact, artifact
+from lmcot.artifacts import DONE, Artifact, artifact, is_rank_zero
 from lmcot.lm.base import LM
 
 log = logging.getLogger(__name__)
@@ -90,7 +91,14 @@ def rationale_quality(cfg: DictConfig, reader: LM, examples: list, predictions: 
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
-    """Run the methods of ``cfg.methods`` on ``cfg.data``; write and log the results."""
+    """Run the methods of ``cfg.methods`` on ``cfg.data``; write and log the results.
+
+    Under DDP/FSDP only rank zero evaluates: the other ranks would repeat every LM call and
+    write the same files; they return no metrics.
+    """
+    if not is_rank_zero():
+        log.info("evaluate: rank %d leaves evaluation to rank zero", rank_zero_only.rank)
+        return {}
     examples = instantiate(cfg.data)
     if not examples:
         raise ValueError(f"data config {cfg.data._target_} produced no examples")

@@ -10,6 +10,7 @@ separate.
 """
 
 import json
+import os
 from collections import defaultdict
 from dataclasses import asdict
 from pathlib import Path
@@ -70,12 +71,25 @@ def write(output_dir: str | Path, results: dict, predictions: list[Prediction]) 
     """Write ``results.json`` and ``predictions.jsonl`` into ``output_dir``; return the first."""
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    with open(out / "predictions.jsonl", "w") as f:
-        for p in predictions:
-            f.write(json.dumps(asdict(p)) + "\n")
+    rows = "".join(json.dumps(asdict(p)) + "\n" for p in predictions)
+    write_atomic(out / "predictions.jsonl", rows)
     path = out / "results.json"
-    path.write_text(json.dumps(results, indent=2) + "\n")
+    write_atomic(path, json.dumps(results, indent=2) + "\n")
     return path
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write beside ``path``, then rename: a kill or a full disk leaves the old file or none,
+    never a cut one (a multirun reads ``results.json`` to skip finished jobs)."""
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _interval(value: float, ci: list[float], signed: bool = False) -> str:

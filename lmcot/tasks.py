@@ -18,8 +18,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from lmcot.artifacts import job_key
-from lmcot.results import logged_metrics
+from lmcot.artifacts import is_rank_zero, job_key
+from lmcot.results import logged_metrics, write_atomic
 
 log = logging.getLogger(__name__)
 ERROR_FILE = "error.txt"  # a failed multirun job's traceback, in its output dir
@@ -41,10 +41,11 @@ def finished_metrics(output_dir: str | Path, key: str) -> dict[str, float] | Non
 
 
 def _stamp(results: Path, key: str) -> None:
-    # the job key goes in last, so only a job that finished carries it
-    if results.exists():
+    # the job key goes in last, so only a job that finished carries it; rank zero wrote the
+    # results, and only it stamps them
+    if results.exists() and is_rank_zero():
         summary = json.loads(results.read_text())
-        results.write_text(json.dumps(summary | {"job_key": key}, indent=2) + "\n")
+        write_atomic(results, json.dumps(summary | {"job_key": key}, indent=2) + "\n")
 
 
 def task_wrapper(task):

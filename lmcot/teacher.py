@@ -25,7 +25,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from rich.console import Console
 
-from lmcot.artifacts import artifact
+from lmcot.artifacts import artifact, is_rank_zero
 from lmcot.data.example import Example
 from lmcot.lm.base import LM, progress
 from lmcot.metrics import exact_match
@@ -194,11 +194,14 @@ class RationaleStore:
     Args:
         path: the JSONL file; it and its parent directories are created on the first append.
         samples_per_id: rows a finished id has (the teacher's ``num_samples``).
+        repair: write the repaired file back; ``False`` for a reader that must never write
+            (a DDP rank other than zero, while rank zero may be appending).
     """
 
-    def __init__(self, path: str | Path, samples_per_id: int = 1):
+    def __init__(self, path: str | Path, samples_per_id: int = 1, repair: bool = True):
         self.path = Path(path)
         self.samples_per_id = samples_per_id
+        self.repair = repair
         self._keys: set[tuple[str, int]] = set()
         self._per_id: Counter = Counter()
         self._kept_ids: set[str] = set()
@@ -246,7 +249,7 @@ class RationaleStore:
                 self.samples_per_id,
             )
             rows = [r for r in rows if r["id"] not in cut]
-        if repaired or cut:
+        if (repaired or cut) and self.repair:
             self._rewrite(rows)
         return rows
 
@@ -341,7 +344,8 @@ def run_teacher(cfg: DictConfig) -> dict[str, float]:
     """Teacher stage: write (or finish, or reuse) the rationale JSONL of ``cfg``'s train split.
 
     The reader is built only when the teacher needs one and some example is not done yet, so a
-    complete file costs no LM call (not even a model load).
+    complete file costs no LM call (not even a model load). Under DDP/FSDP only rank zero
+    writes; the other ranks (started by rank zero's Trainer, after this stage) read its file.
     """
     examples = instantiate(cfg.data, split="train")
     if not examples:
@@ -349,6 +353,16 @@ def run_teacher(cfg: DictConfig) -> dict[str, float]:
     teacher = instantiate(cfg.teacher)
     art = artifact(cfg, "teacher")
     path = art.dir / RATIONALES
+    if not is_rank_zero():
+        per_id = getattr(teacher, "num_samples", 1)
+        store = RationaleStore(path, samples_per_id=per_id, repair=False)
+        if pending := store.pending(examples):
+            raise RuntimeError(
+                f"{path} lacks {len(pending)} of {len(examples)} training questions, and only "
+                "rank zero writes it: run stages=[teacher] in one process first (a launcher that "
+                "starts every rank at once, such as torchrun or srun, does not wait for it)"
+            )
+        return {}
     with art.lock():
         art.write_manifest()
         store = RationaleStore(path, samples_per_id=getattr(teacher, "num_samples", 1))

@@ -15,7 +15,13 @@ from omegaconf import OmegaConf
 
 from lmcot.lm.base import GenerationParams, UnsupportedByBackend
 from lmcot.lm.messages import FewShotText
-from lmcot.lm.openai import OpenAICompatibleLM, RequestRejected, ServerUnavailable
+from lmcot.lm.openai import (
+    ContextTooLong,
+    OpenAIBackendError,
+    OpenAICompatibleLM,
+    RequestRejected,
+    ServerUnavailable,
+)
 
 CONF = Path(__file__).parents[1] / "conf"
 
@@ -116,6 +122,28 @@ class Handler(BaseHTTPRequestHandler):
             return self.send_json(401, {"error": {"message": msg, "code": "invalid_api_key"}})
         if isinstance(action, tuple) and action[0] == "sleep":
             time.sleep(action[1])
+        elif action == "reset":  # headers and half the body, then the connection drops
+            data = json.dumps(fake.answer(self.path, body)).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data[: len(data) // 2])
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_RDWR)
+            self.close_connection = True
+            return
+        elif action == "malformed":  # a 200 whose body is not JSON (a proxy's page, a bug)
+            data = b'{"choices": [{"text": "cut'
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            return self.wfile.write(data)
+        elif action == "context":  # vLLM's wording of a prompt over the window
+            msg = ("This model's maximum context length is 2048 tokens. However, you requested "
+                   "3100 tokens (3000 in the messages, 100 in the completion).")  # fmt: skip
+            return self.send_json(400, {"error": {"message": msg, "type": "BadRequestError"}})
         elif isinstance(action, tuple):
             status, headers = action
             err = {"error": {"message": f"scripted {status}", "type": "server_error"}}
@@ -305,6 +333,37 @@ def test_logprobs_from_top_logprobs(server, chat):
         assert body["logprobs"] is True and body["top_logprobs"] == 20
     else:
         assert body["logprobs"] == 20
+
+
+def test_connection_reset_mid_body_is_retried(server):
+    server.script = ["reset"]
+    assert make_lm(server).generate(["p"]) == [["A:p#0/0"]]
+    assert len(server.requests) == 2
+
+
+def test_connection_reset_forever_fails_naming_the_server(server):
+    server.script = ["reset", "forever"]
+    with pytest.raises(ServerUnavailable, match=r"after 4 attempts.*(RemoteProtocolError|Read)"):
+        make_lm(server).generate(["p"])
+
+
+def test_malformed_json_fails_at_once_showing_the_body(server):
+    server.script = ["malformed"]
+    with pytest.raises(OpenAIBackendError, match=r"unreadable response.*'fake-model'.*cut"):
+        make_lm(server).generate(["p"])
+    assert len(server.requests) == 1  # not a transient error: retrying would not help
+
+
+@pytest.mark.parametrize("chat", [True, False])
+def test_context_length_error_names_the_question_and_the_server_message(server, chat):
+    server.script = ["context"]
+    prompt = "Context:\nA long paragraph.\nQuestion: Where was Ada born?\nAnswer:"
+    with pytest.raises(ContextTooLong) as err:
+        make_lm(server, chat=chat).generate([prompt])
+    msg = str(err.value)
+    assert "'Where was Ada born?'" in msg and "maximum context length is 2048 tokens" in msg
+    assert f"({len(prompt)} characters)" in msg and err.value.status == 400
+    assert len(server.requests) == 1
 
 
 def test_logprobs_unsupported(server):

@@ -113,16 +113,21 @@ def read_aliases(path: str | Path) -> dict[str, list[str]]:
     """Read ``id_aliases.json`` (JSON lines) into ``{Q_id: aliases + demonyms}``, deduplicated.
 
     Raises:
-        DataError: naming the file, the 1-based line and the field, for a line that is not a JSON
-            object with a string ``Q_id`` and lists of strings ``aliases`` and ``demonyms``.
+        DataError: naming the file, the 1-based line and the field, for a line that is not
+            UTF-8, or not a JSON object with a string ``Q_id`` and lists of strings ``aliases``
+            and ``demonyms``.
     """
     path = Path(path).expanduser()
     table: dict[str, list[str]] = {}
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
+    with path.open("rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            at = f"{path} line {lineno}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise DataError(f"{at}: not UTF-8 text at byte {err.start}: {err.reason}") from err
             if not line.strip():
                 continue
-            at = f"{path} line {lineno}"
             try:
                 entry = json.loads(line)
             except json.JSONDecodeError as err:

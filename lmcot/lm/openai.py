@@ -41,6 +41,16 @@ class RequestRejected(OpenAIBackendError):
     """The server refused the request (bad key, unknown model, bad parameters): not retried."""
 
 
+class ContextTooLong(RequestRejected):
+    """The prompt does not fit the model's context window (the server said so): not retried.
+
+    The rule: reader prompts are sent whole (only the student's are fitted to a token budget,
+    :func:`lmcot.prompts.fit_prompt`), so a prompt over the window fails the run at once,
+    naming its question, its length and the server's message, rather than answering that
+    question from a silently shortened context.
+    """
+
+
 class ServerUnavailable(OpenAIBackendError):
     """The server kept failing transiently (rate limits, 5xx, timeouts) until retries ran out."""
 
@@ -318,6 +328,16 @@ class OpenAICompatibleLM(LM):
             message = message.replace(key, "***")  # some servers echo the key back
         if status in (408, 429) or status >= 500:
             raise _Transient(f"HTTP {status}: {message}", status, _retry_after(response.headers))
+        if status in (400, 413) and _CONTEXT_LENGTH.search(message):
+            text = body.get("prompt") or "\n".join(m["content"] for m in body["messages"])
+            question = _QUESTION.findall(text)
+            asked = f" for the question {question[-1].strip()[:200]!r}" if question else ""
+            raise ContextTooLong(
+                f"{url}: the prompt{asked} ({len(text)} characters) does not fit the context "
+                f"window of model {self.model!r}: HTTP {status}: {message}; reader prompts are "
+                "sent whole: use a reader with a longer context, or fewer context paragraphs",
+                status=status,
+            )
         hint = {
             401: f"; check the key in ${self.api_key_env}",
             404: "; is this model served at this URL?",
@@ -366,6 +386,12 @@ class OpenAICompatibleLM(LM):
                 raise
 
 
+# how vLLM, OpenAI, llama.cpp and TGI word a prompt over the context window
+_CONTEXT_LENGTH = re.compile(
+    r"context[ _]length|context window|maximum context|too many tokens|exceeds? the (context|max)",
+    re.I,
+)
+_QUESTION = re.compile(r"^Question:(.*)$", re.M)  # the last one is the question asked
 _ONE_WORD = re.compile(r"\s*\S+[ \t]*")  # " yes", "B": scored as the first answer token
 
 
