@@ -34,9 +34,16 @@ def uppercase_share(prompts, completions, **_):
     return [sum(c.isupper() for c in t) / max(1, len(t.replace(" ", ""))) for t in completions]
 
 
-# measured (seed 0, 30 steps): the mean reward rises, but by less than the +0.2 asked for:
-# tiny_llama PPO 0.08 -> 0.11, tiny_t5 PPO 0.06 -> 0.14, tiny_t5 GRPO 0.06 -> 0.15 (llama GRPO
-# 0.06 -> 0.7 passes). Strict: a fix that makes them learn turns these into failures to remove.
+# Measured (seed 0, 30 steps, lr 1e-2): the mean reward does not rise by the +0.2 asked for.
+# The tiny students are random and near uniform over SmolLM2's 49,152 tokens (entropy 10.8 of
+# 10.8 nats); a character-level reward then needs each good token's logit raised one by one,
+# and 64 samples a step touch ~64 of them. tiny_llama GRPO used to pass (0.06 -> 0.7) only
+# because rollouts sampled from generate's default top-50 (a 50-token action space) while the
+# loss trained the full softmax; with that fixed it reads 0.07 -> 0.07, PPO 0.06 -> 0.07.
+# Peaked random students (initializer_range 0.6, initializer_factor 1.5) and rollout
+# temperatures 0.04 / 0.35 did not learn within 30 steps either (lr 1e-3: too slow; 1e-2:
+# KL past the limit or collapse to one 0.2-reward token). Strict: a fix turns these into
+# failures to remove.
 SLOW_TO_LEARN = pytest.mark.xfail(
     strict=True, reason="learns the known optimum too slowly in 30 steps (issue 8, open)"
 )
@@ -112,7 +119,7 @@ def test_rollouts_sample_the_whole_distribution_not_its_top_50(cfg_factory):
     "student,algo",
     [
         pytest.param("tiny_llama", "ppo", marks=SLOW_TO_LEARN),
-        ("tiny_llama", "grpo"),
+        pytest.param("tiny_llama", "grpo", marks=SLOW_TO_LEARN),
         pytest.param("tiny_t5", "ppo", marks=SLOW_TO_LEARN),
         pytest.param("tiny_t5", "grpo", marks=SLOW_TO_LEARN),
     ],
