@@ -263,18 +263,15 @@ class RefineModule(pl.LightningModule):
         hidden = out.hidden_states[-1][:, -keep:-1] if values else None
         return out.logits[:, :-1], hidden  # position t predicts token t + 1
 
-    def sampled_logprobs(self, logits: torch.Tensor) -> torch.Tensor:
-        """Log-probs of the distribution rollouts sample from (logits / temperature)."""
-        return (logits.float() / self.sampling.temperature).log_softmax(-1)
-
-    def policy(self, batch: Batch, values: bool = False):
-        """(log-probs of the sampled tokens, entropy, values or None) under the policy."""
+    def policy(self, batch: Batch, values: bool = False, entropy: bool = False):
+        """(log-probs of the sampled tokens, entropy or None, values or None) under the policy,
+        of ``logits / temperature``: the distribution rollouts sample from."""
         logits, hidden = self.token_logits(self.model, batch, values)
-        logp = self.sampled_logprobs(logits)
-        picked = logp.gather(-1, batch.completion_ids[..., None]).squeeze(-1)
-        entropy = -(logp.exp() * logp).sum(-1).detach()
+        logits = logits.float() / self.sampling.temperature
+        picked = rl.selective_logprobs(logits, batch.completion_ids)
+        spread = rl.entropy_from_logits(logits.detach()) if entropy else None
         value = self.value_head(hidden.float()).squeeze(-1) if values else None
-        return picked, entropy, value
+        return picked, spread, value
 
     @torch.no_grad()
     def reference_logp(self, batch: Batch) -> torch.Tensor:
@@ -283,8 +280,8 @@ class RefineModule(pl.LightningModule):
         else:
             with self.model.disable_adapter():
                 logits, _ = self.token_logits(self.model, batch)
-        logits = self.sampled_logprobs(logits)
-        return logits.gather(-1, batch.completion_ids[..., None]).squeeze(-1)
+        logits = logits.float() / self.sampling.temperature
+        return rl.selective_logprobs(logits, batch.completion_ids)
 
     # ---- one RL step -------------------------------------------------------------------
     def step_examples(self) -> list[Example]:
@@ -325,7 +322,7 @@ class RefineModule(pl.LightningModule):
                       out["completion_mask"].float(), None, None, None)  # fmt: skip
         with torch.no_grad():
             batch.old_logp, entropy, values = self.policy(
-                batch, values=self.value_head is not None
+                batch, values=self.value_head is not None, entropy=True
             )
             batch.ref_logp = self.reference_logp(batch)
         chosen = batch.mask.clone()  # every chosen token, for the logged KL and entropy
