@@ -78,11 +78,11 @@ class PPO:
 
     The KL in the reward shapes the return, and whitening then rescales it to unit variance,
     so past the point where it dominates the score the coefficient stops mattering: it is a
-    noisy score-function push towards the reference, not an anchor (coef 1000 let the KL
-    drift to 0.27 per rationale in 6 steps, docs/refine.md). ``kl_in_reward=False`` puts
+    noisy score-function push towards the reference, not an anchor (coef 1000 left 13 of the
+    14 greedy tokens that drifted without it, docs/refine.md). ``kl_in_reward=False`` puts
     ``coef * k3`` per token in the loss instead (as GRPO and e.g. verl's ``use_kl_loss``): its
     pathwise gradient pulls every sampled token's log-prob back and grows with the
-    coefficient, which holds the policy at the reference.
+    coefficient, which holds the policy near the reference (within about one Adam step).
 
     Args:
         kl: KL controller (``lmcot.rl.AdaptiveKLController`` or ``FixedKLController``).
