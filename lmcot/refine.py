@@ -76,6 +76,14 @@ class PPO:
     """PPO as in the paper (Ziegler et al. 2019 style): KL penalty per token in the reward,
     the sequence reward on the last token, GAE over a value head, whitened advantages.
 
+    The KL in the reward shapes the return, and whitening then rescales it to unit variance,
+    so past the point where it dominates the score the coefficient stops mattering: it is a
+    noisy score-function push towards the reference, not an anchor (coef 1000 left 13 of the
+    14 greedy tokens that drifted without it, docs/refine.md). ``kl_in_reward=False`` puts
+    ``coef * k3`` per token in the loss instead (as GRPO and e.g. verl's ``use_kl_loss``): its
+    pathwise gradient pulls every sampled token's log-prob back and grows with the
+    coefficient, which holds the policy near the reference (within about one Adam step).
+
     Args:
         kl: KL controller (``lmcot.rl.AdaptiveKLController`` or ``FixedKLController``).
         epochs: optimisation passes over each rollout batch.
@@ -83,20 +91,24 @@ class PPO:
         clip: ratio clip of the surrogate; value_clip: clip of the value update.
         vf_coef: weight of the value loss.
         gamma, lam: GAE discount and lambda over rationale tokens.
+        kl_in_reward: the paper's per-token ``-coef * k1`` in the reward (True), or
+            ``coef * k3`` per token in the loss (False).
     """
 
     value_head = True
     group_size = 1
 
     def __init__(self, kl, epochs=2, minibatch_size=4, clip=0.2, value_clip=0.2, vf_coef=0.1,
-                 gamma=1.0, lam=0.95):  # fmt: skip
+                 gamma=1.0, lam=0.95, kl_in_reward=True):  # fmt: skip
         self.kl, self.epochs, self.minibatch_size = kl, epochs, minibatch_size
         self.clip, self.value_clip, self.vf_coef = clip, value_clip, vf_coef
-        self.gamma, self.lam = gamma, lam
+        self.gamma, self.lam, self.kl_in_reward = gamma, lam, kl_in_reward
 
     def advantages(self, scores, logp, ref_logp, values, mask):
         """(per-token advantages, returns) from sequence scores ``(N,)``."""
-        rewards = -self.kl.value * rl.kl_estimate(logp, ref_logp, "k1") * mask
+        rewards = torch.zeros_like(logp)
+        if self.kl_in_reward:
+            rewards = -self.kl.value * rl.kl_estimate(logp, ref_logp, "k1") * mask
         last = (mask.sum(1).long() - 1).clamp(min=0)
         rewards[torch.arange(len(scores)), last] += scores
         advantages, returns = rl.gae(rewards, values, mask, self.gamma, self.lam)
@@ -106,8 +118,15 @@ class PPO:
         policy, clip_ratio = rl.clipped_surrogate(
             logp, batch.old_logp, batch.advantages, batch.mask, self.clip
         )
+        if not self.kl_in_reward:
+            policy = policy + self.kl.value * kl_loss(logp, batch)
         vloss = rl.value_loss(values, batch.old_values, batch.returns, batch.mask, self.value_clip)
         return policy + self.vf_coef * vloss, {"clip_ratio": clip_ratio, "value_loss": vloss}
+
+
+def kl_loss(logp: torch.Tensor, batch: Batch) -> torch.Tensor:
+    """The KL loss term: k3 (unbiased, never negative) per chosen token, averaged."""
+    return rl.masked_mean(rl.kl_estimate(logp, batch.ref_logp, "k3"), batch.mask)
 
 
 class GRPO:
@@ -145,8 +164,7 @@ class GRPO:
             logp, batch.old_logp, batch.advantages, batch.mask, self.clip
         )
         if not self.kl_in_reward:
-            kl = rl.masked_mean(rl.kl_estimate(logp, batch.ref_logp, "k3"), batch.mask)
-            policy = policy + self.kl.value * kl
+            policy = policy + self.kl.value * kl_loss(logp, batch)
         return policy, {"clip_ratio": clip_ratio}
 
 
@@ -245,14 +263,15 @@ class RefineModule(pl.LightningModule):
         hidden = out.hidden_states[-1][:, -keep:-1] if values else None
         return out.logits[:, :-1], hidden  # position t predicts token t + 1
 
-    def policy(self, batch: Batch, values: bool = False):
-        """(log-probs of the sampled tokens, entropy, values or None) under the policy."""
+    def policy(self, batch: Batch, values: bool = False, entropy: bool = False):
+        """(log-probs of the sampled tokens, entropy or None, values or None) under the policy,
+        of ``logits / temperature``: the distribution rollouts sample from."""
         logits, hidden = self.token_logits(self.model, batch, values)
-        logp = logits.float().log_softmax(-1)
-        picked = logp.gather(-1, batch.completion_ids[..., None]).squeeze(-1)
-        entropy = -(logp.exp() * logp).sum(-1).detach()
+        logits = logits.float() / self.sampling.temperature
+        picked = rl.selective_logprobs(logits, batch.completion_ids)
+        spread = rl.entropy_from_logits(logits.detach()) if entropy else None
         value = self.value_head(hidden.float()).squeeze(-1) if values else None
-        return picked, entropy, value
+        return picked, spread, value
 
     @torch.no_grad()
     def reference_logp(self, batch: Batch) -> torch.Tensor:
@@ -261,8 +280,8 @@ class RefineModule(pl.LightningModule):
         else:
             with self.model.disable_adapter():
                 logits, _ = self.token_logits(self.model, batch)
-        logits = logits.float().log_softmax(-1)
-        return logits.gather(-1, batch.completion_ids[..., None]).squeeze(-1)
+        logits = logits.float() / self.sampling.temperature
+        return rl.selective_logprobs(logits, batch.completion_ids)
 
     # ---- one RL step -------------------------------------------------------------------
     def step_examples(self) -> list[Example]:
@@ -303,7 +322,7 @@ class RefineModule(pl.LightningModule):
                       out["completion_mask"].float(), None, None, None)  # fmt: skip
         with torch.no_grad():
             batch.old_logp, entropy, values = self.policy(
-                batch, values=self.value_head is not None
+                batch, values=self.value_head is not None, entropy=True
             )
             batch.ref_logp = self.reference_logp(batch)
         chosen = batch.mask.clone()  # every chosen token, for the logged KL and entropy

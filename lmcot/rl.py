@@ -134,6 +134,13 @@ def group_advantages(
     return advantages.view(-1)
 
 
+def selective_logprobs(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """``log_softmax(logits)`` at ``ids`` (``(..., vocab), (...) -> (...)``) without building
+    the full log-softmax: one gather and one logsumexp over a large vocabulary."""
+    picked = logits.gather(-1, ids[..., None]).squeeze(-1)
+    return picked - logits.logsumexp(-1)
+
+
 def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
     """Entropy of the categorical distribution at each position: ``(..., vocab) -> (...)``."""
     logp = logits.float().log_softmax(-1)

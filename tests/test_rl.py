@@ -107,3 +107,9 @@ def test_adaptive_kl_controller_moves_towards_target_and_round_trips():
     fixed = rl.FixedKLController(0.3)
     fixed.update(kl=100.0, n_steps=1)
     assert fixed.value == 0.3
+
+
+def test_selective_logprobs_equal_the_log_softmax_at_the_ids():
+    logits, ids = torch.randn(2, 3, 11), torch.randint(0, 11, (2, 3))
+    expected = logits.log_softmax(-1).gather(-1, ids[..., None]).squeeze(-1)
+    assert torch.allclose(rl.selective_logprobs(logits, ids), expected, atol=1e-6)

@@ -194,8 +194,9 @@ class HFModel(LM):
                 out[idx[j // n]].append(cut_at_stop(text, params.stop))
         return out
 
-    def _sample(self, batch, params: GenerationParams, n: int) -> torch.Tensor:
-        """One ``generate`` of ``n`` samples per row: greedy, or sampled with the params' knobs."""
+    def _sample(self, batch, params: GenerationParams, n: int, **overrides) -> torch.Tensor:
+        """One ``generate`` of ``n`` samples per row: greedy, or sampled with the params' knobs
+        (``overrides``: further ``generate`` arguments)."""
         return self.model.generate(
             **batch,
             max_new_tokens=params.max_new_tokens,
@@ -204,6 +205,7 @@ class HFModel(LM):
             tokenizer=self.tokenizer,
             pad_token_id=self.tokenizer.pad_token_id,
             **sampling(params),
+            **overrides,
         )
 
     @torch.no_grad()  # not inference_mode: RL feeds these ids to a forward that needs grads
@@ -216,11 +218,15 @@ class HFModel(LM):
         padded), ``completion_mask`` (the tokens the model chose: through its EOS or the token
         that completed a stop string), ``texts`` (decoded, cut at the stop strings) and
         ``finished`` (False: cut off by ``max_new_tokens``).
+
+        Samples come from the model's whole distribution (``top_k=0``): ``generate`` otherwise
+        keeps only the 50 likeliest tokens, and RL's ratios, KL estimates and policy gradient
+        assume the samples come from the softmax whose log-probs it trains.
         """
         batch = self.tokenizer(
             [self.format(p) for p in prompts], return_tensors="pt", padding=True
         ).to(self.device)
-        generated = self._sample(batch, params, n)
+        generated = self._sample(batch, params, n, top_k=0)
         completion = self._completion_ids(generated, batch)
         mask, finished, texts = [], [], []
         for ids in completion.tolist():
