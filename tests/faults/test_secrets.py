@@ -4,28 +4,12 @@ OpenAI-compatible server, W&B logging offline, then every byte they wrote is sea
 import secrets
 import subprocess
 import sys
-import threading
-from http.server import ThreadingHTTPServer
 
 import pytest
 from harness import REPO, env
-from test_openai_backend import FakeOpenAI, Handler
+from test_openai_backend import server as openai_server  # noqa: F401  (the fake server fixture)
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
-
-
-@pytest.fixture
-def server(monkeypatch):
-    for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy"):
-        monkeypatch.delenv(var, raising=False)  # the runs talk to 127.0.0.1 directly
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    httpd.fake = FakeOpenAI()
-    httpd.fake.url = f"http://127.0.0.1:{httpd.server_address[1]}/v1"
-    thread = threading.Thread(target=httpd.serve_forever, args=(0.01,), daemon=True)
-    thread.start()
-    yield httpd.fake
-    httpd.shutdown()
-    httpd.server_close()
 
 
 def run(script: str, tmp_path, name: str, key: str, *overrides: str, cache: str = "cache"):
@@ -36,17 +20,17 @@ def run(script: str, tmp_path, name: str, key: str, *overrides: str, cache: str 
                           capture_output=True, timeout=600)  # fmt: skip
 
 
-def test_the_key_is_written_nowhere(server, tmp_path):
+def test_the_key_is_written_nowhere(openai_server, tmp_path):  # noqa: F811 (the fixture)
     key = f"sk-lmcot-secret-canary-{secrets.token_hex(12)}"
-    server.expected_key = key
-    reader = ["reader=openai", "reader.model=fake-model", f"reader.base_url={server.url}"]
+    openai_server.expected_key = key
+    reader = ["reader=openai", "reader.model=fake-model", f"reader.base_url={openai_server.url}"]
     evaluated = run("evaluate.py", tmp_path, "evaluate", key, *reader)
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     trained = run("train.py", tmp_path, "train", key, *reader, "teacher=llm", "methods=baselines",
                   "stages=[teacher,evaluate]")  # fmt: skip
     assert trained.returncode == 0, trained.stderr[-3000:]
     # a server that echoes a rejected key into its error (some do): the error is kept, the key not
-    server.expected_key = "sk-the-right-one"
+    openai_server.expected_key = "sk-the-right-one"
     rejected = run("evaluate.py", tmp_path, "rejected", key, *reader, cache="cache-rejected")
     said = rejected.stdout + rejected.stderr
     assert rejected.returncode != 0 and b"Incorrect API key provided: Bearer ***" in said
