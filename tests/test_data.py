@@ -394,7 +394,7 @@ def test_config_keys_match_the_contract():
     assert set(data_cfg("2wikimultihopqa.yaml")) == keys | {"aliases_path"}
     synthetic_cfg = data_cfg("synthetic.yaml", seed=5)
     assert set(synthetic_cfg) == {
-        "_target_", "num_examples", "seed", "limit", "num_distractors", "num_train"
+        "_target_", "split", "num_examples", "seed", "limit", "num_distractors", "num_train"
     }  # fmt: skip
     assert (synthetic_cfg.seed, synthetic_cfg.num_examples, synthetic_cfg.limit) == (5, 40, None)
 
