@@ -126,6 +126,21 @@ def is_rank_zero() -> bool:
     return getattr(rank_zero_only, "rank", 0) == 0
 
 
+def write_atomic(path: Path, text: str) -> None:
+    """Write beside ``path``, then rename: a kill or a full disk leaves the old file or none,
+    never a cut one (manifests, repaired teacher files, ``results.json``, which a multirun
+    reads to skip finished jobs)."""
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 @dataclass(frozen=True)
 class Artifact:
     """One stage's output directory for one key.
@@ -179,9 +194,7 @@ class Artifact:
         manifest = {"stage": self.stage, "key": self.key, "lmcot": __version__,
                     "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "inputs": self.inputs,
                     **extra}  # fmt: skip
-        tmp = path.with_name(f"manifest.json.tmp-{os.getpid()}")
-        tmp.write_text(json.dumps(manifest, indent=2, default=str) + "\n")
-        tmp.replace(path)
+        write_atomic(path, json.dumps(manifest, indent=2, default=str) + "\n")
 
 
 def _artifact(cfg: DictConfig, stage: str, name: str, inputs: dict) -> Artifact:

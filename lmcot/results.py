@@ -10,7 +10,6 @@ separate.
 """
 
 import json
-import os
 from collections import defaultdict
 from dataclasses import asdict
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from lmcot.artifacts import write_atomic
 from lmcot.methods import Prediction
 from lmcot.metrics import normalize_answer
 from lmcot.stats import NUM_RESAMPLES, bootstrap_ci, paired_bootstrap_diff
@@ -76,20 +76,6 @@ def write(output_dir: str | Path, results: dict, predictions: list[Prediction]) 
     path = out / "results.json"
     write_atomic(path, json.dumps(results, indent=2) + "\n")
     return path
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write beside ``path``, then rename: a kill or a full disk leaves the old file or none,
-    never a cut one (a multirun reads ``results.json`` to skip finished jobs)."""
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _interval(value: float, ci: list[float], signed: bool = False) -> str:

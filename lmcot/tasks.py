@@ -18,8 +18,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from lmcot.artifacts import is_rank_zero, job_key
-from lmcot.results import logged_metrics, write_atomic
+from lmcot.artifacts import is_rank_zero, job_key, write_atomic
+from lmcot.results import logged_metrics
 
 log = logging.getLogger(__name__)
 ERROR_FILE = "error.txt"  # a failed multirun job's traceback, in its output dir

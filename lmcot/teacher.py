@@ -25,7 +25,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from rich.console import Console
 
-from lmcot.artifacts import artifact, is_rank_zero
+from lmcot.artifacts import artifact, is_rank_zero, write_atomic
 from lmcot.data.example import Example
 from lmcot.lm.base import LM, progress
 from lmcot.metrics import exact_match
@@ -254,13 +254,8 @@ class RationaleStore:
         return rows
 
     def _rewrite(self, rows: list[dict]) -> None:
-        # write beside, then rename: a kill during the repair leaves the old file intact
-        tmp = self.path.with_name(f"{self.path.name}.tmp-{os.getpid()}")
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
+        # a kill during the repair leaves the old file intact
+        write_atomic(self.path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
     def _index(self, row: dict) -> None:
         self._keys.add((row["id"], row["sample"]))

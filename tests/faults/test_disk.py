@@ -12,6 +12,7 @@ from conftest import compose_cfg
 from harness import REPO, env
 from hydra.utils import instantiate
 
+import lmcot.artifacts
 import lmcot.distill
 import lmcot.lm.hf
 import lmcot.results
@@ -157,7 +158,7 @@ def test_full_disk_during_export_leaves_no_usable_student(tmp_path, monkeypatch)
 def test_full_disk_while_writing_results_keeps_the_previous_ones(tmp_path, monkeypatch):
     pred = Prediction("1", "standard", None, prediction="a", gold=["a"], em=1.0, f1=1.0)
     lmcot.results.write(tmp_path, {"methods": {"standard": {"em": 1.0}}}, [pred])
-    cut_writes(monkeypatch, lmcot.results, after_bytes=10)
+    cut_writes(monkeypatch, lmcot.artifacts, after_bytes=10)  # where results are written
     with pytest.raises(OSError, match="No space left"):
         lmcot.results.write(tmp_path, {"methods": {"standard": {"em": 0.0}}}, [pred, pred])
     assert json.loads((tmp_path / "results.json").read_text())["methods"]["standard"]["em"] == 1.0
