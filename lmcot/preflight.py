@@ -5,7 +5,8 @@ directories can be written.
 Each error names the config key and what was expected. Checks that a component already makes
 when it is built cheaply (data options, teacher settings) stay there; here are only those
 whose component is built late, after models have loaded: the reward registries (refine,
-``top_quality``, ``rationale_quality``) and the decodings (evaluate, the last stage).
+``top_quality``, ``rationale_quality``), the decodings (evaluate, the last stage) and the
+distillation's micro-batches (after a teacher stage that may take hours).
 
 Student and reader tokenizers need not agree: each model fits its own prompts with its own
 tokenizer (:func:`lmcot.prompts.token_counter`) and the two exchange only text, so nothing is
@@ -19,6 +20,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from lmcot.distill import micro_batches
 from lmcot.rewards.base import ASPECTS
 from lmcot.rewards.registry import AGGREGATIONS
 
@@ -43,6 +45,8 @@ def check(cfg: DictConfig, stages: Iterable[str] = ()) -> None:
         k = decoding.get("num_samples", 1)
         if not isinstance(k, int) or k < 1:
             raise ConfigError(f"decoding.{name}.num_samples must be an integer >= 1, got {k!r}")
+    if "distill" in cfg:
+        micro_batches(cfg.distill.batch_size, cfg.distill.get("micro_batch_size"))
     for key in ("output_dir", "cache_dir"):
         check_writable(cfg.paths[key], f"paths.{key}")
 

@@ -6,6 +6,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from lmcot import preflight
 from lmcot.data import synthetic
 from lmcot.distill import (
     IGNORE,
@@ -143,6 +144,7 @@ def test_micro_batches_accumulate_to_one_optimiser_step_per_batch(cfg_factory):
     train(cfg)
     last = artifact(cfg, "distill").dir / "checkpoints" / "last.ckpt"
     assert torch.load(last, weights_only=False)["global_step"] == 3
+    bad = cfg_factory("debug=smoke", "distill.micro_batch_size=3", "stages=[teacher,distill]",
+                      config_name="train")  # fmt: skip
     with pytest.raises(ValueError, match="micro_batch_size=3 must divide"):
-        train(cfg_factory("debug=smoke", "distill.micro_batch_size=3", "stages=[teacher,distill]",
-                          config_name="train"))  # fmt: skip
+        preflight.check(bad, ["teacher", "distill"])  # at start, before the teacher stage
