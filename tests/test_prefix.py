@@ -93,7 +93,7 @@ class EchoStudent(LM):
 @pytest.mark.slow
 def test_every_reader_path_goes_through_prefix_reuse(cfg_factory):
     cfg = cfg_factory("debug=smoke", "reader.cache=null")
-    examples = instantiate(cfg.data, split="test")[:3]
+    examples = instantiate(cfg.data)[:3]  # the evaluation questions
     p = {k: instantiate(cfg.prompts[k]) for k in ("standard", "cot", "guided", "rationale")}
     rubric = OmegaConf.to_container(cfg.reward.judge, resolve=True)
     paths = {
