@@ -25,7 +25,7 @@ from transformers import (
 from lmcot.lm.base import LM, GenerationParams, cut_at_stop
 from lmcot.lm.fingerprint import model_fingerprint
 from lmcot.lm.messages import canonical, chat_messages
-from lmcot.lm.prefix import common_prefix_length, extend
+from lmcot.lm.prefix import common_prefix_length, extend, shared_groups
 
 log = logging.getLogger(__name__)
 
@@ -284,12 +284,14 @@ class CausalLM(HFModel):
         self._tokenizer.padding_side = "left"  # generation continues right after the prompt
 
     def _prefix_batches(self, rows: list[list[int]], caps: list[int]):
-        """Yield (indices, shared length, batch-1 cache of that shared prefix) per batch.
+        """Yield (indices, starts, cache, (ids, mask)) per batch: the cache holds the first
+        ``starts[b]`` tokens of row ``indices[b]``, laid out as ``ids``/``mask`` say.
 
-        ``caps[i]``: the longest prefix row i may share (its later tokens must run, e.g. for
-        their logits). The prefix common to the whole call is prefilled once; each batch (rows
-        sorted by token ids, so prompts sharing a prefix are neighbours) extends a copy of it
-        by what its own rows also share.
+        ``caps[i]``: the longest prefix row i may take from the cache (its later tokens must
+        run, e.g. for their logits). The prefix common to the whole call is prefilled once;
+        in each batch (rows sorted by token ids, so prompts sharing a prefix are neighbours)
+        each group of rows that shares more (:func:`shared_groups`) has that part prefilled
+        once, and the cache rows are that group's.
         """
         if self.prefix_reuse:
             order = sorted(range(len(rows)), key=rows.__getitem__)
@@ -297,20 +299,29 @@ class CausalLM(HFModel):
             caps = [0] * len(rows)
             order = sorted(range(len(rows)), key=lambda i: len(rows[i]), reverse=True)
         common = max(0, min(common_prefix_length(rows), *caps))
+        head = rows[order[0]][:common]
         base = DynamicCache(config=self.model.config)  # the layer types the model expects
         if common:
-            self._extend(base, torch.tensor([rows[order[0]][:common]]), torch.ones(1, common))
+            self._extend(base, torch.tensor([head]), torch.ones(1, common))
             self.reused_tokens -= common  # run once here, counted as reused by every row below
+        pad = self.tokenizer.pad_token_id
         for start in range(0, len(order), self.batch_size):
             idx = order[start : start + self.batch_size]
-            shared = common_prefix_length([rows[i] for i in idx])
-            shared = max(common, min(shared, *(caps[i] for i in idx)))
+            groups = shared_groups([rows[i] for i in idx], [caps[i] for i in idx], common)
+            parts = [rows[idx[members[0]]][common:length] for members, length in groups]
+            width = max(map(len, parts))
+            ids = torch.tensor([head + [pad] * (width - len(p)) + p for p in parts], dtype=int)
+            mask = torch.tensor([[1] * common + [0] * (width - len(p)) + [1] * len(p)
+                                 for p in parts], dtype=int)  # fmt: skip
             cache = copy.deepcopy(base)
-            if shared > common:
-                ids = torch.tensor([rows[idx[0]][common:shared]])
-                self._extend(cache, ids, torch.ones(1, shared))
-            self.reused_tokens += shared * len(idx) - (shared - common)
-            yield idx, shared, cache
+            cache.batch_repeat_interleave(len(groups))
+            if width:
+                self._extend(cache, ids[:, common:], mask)
+            group_of = torch.tensor([g for g, (members, _) in enumerate(groups) for _ in members])
+            cache.batch_select_indices(group_of.to(self.device))
+            starts = [length for members, length in groups for _ in members]
+            self.reused_tokens += sum(starts) - sum(map(len, parts))
+            yield idx, starts, cache, (ids[group_of], mask[group_of])
 
     def _extend(self, cache, ids: torch.Tensor, mask: torch.Tensor, logits: bool = False):
         self.prefill_tokens += ids.numel()
@@ -326,16 +337,19 @@ class CausalLM(HFModel):
         pad = self.tokenizer.pad_token_id
         out: list[list[str]] = [[] for _ in prompts]
         # every row keeps at least its last token out of the cache: generate must run one
-        for idx, shared, cache in self._prefix_batches(rows, [len(r) - 1 for r in rows]):
-            suffixes = [rows[i][shared:] for i in idx]
+        for idx, starts, cache, (held, seen) in self._prefix_batches(
+            rows, [len(r) - 1 for r in rows]
+        ):
+            suffixes = [rows[i][s:] for i, s in zip(idx, starts)]
             width = max(map(len, suffixes))
-            ids = torch.tensor([rows[idx[0]][:shared] + [pad] * (width - len(s)) + s
-                                for s in suffixes])  # fmt: skip
-            mask = torch.tensor([[1] * shared + [0] * (width - len(s)) + [1] * len(s)
-                                 for s in suffixes])  # fmt: skip
-            cache.batch_repeat_interleave(len(idx))
+            ids = torch.cat(
+                [held, torch.tensor([[pad] * (width - len(s)) + s for s in suffixes])], 1
+            )
+            mask = torch.cat(
+                [seen, torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in suffixes])], 1
+            )
             if width > 1:  # each row's own tokens but the last, once per prompt (not per sample)
-                self._extend(cache, ids[:, shared:-1], mask[:, :-1])
+                self._extend(cache, ids[:, held.shape[1] : -1], mask[:, :-1])
             cache.batch_repeat_interleave(n)
             self.prefill_tokens += len(idx) * n  # generate runs the last prompt token
             generated = self.model.generate(
@@ -364,18 +378,20 @@ class CausalLM(HFModel):
         pad = self.tokenizer.pad_token_id
         scores = [0.0] * len(rows)
         # the first continuation token is predicted at the last context position: it must run
-        for idx, shared, cache in self._prefix_batches(rows, [len(c) - 1 for c in contexts]):
-            suffixes = [rows[i][shared:] for i in idx]
+        for idx, starts, cache, (_, seen) in self._prefix_batches(
+            rows, [len(c) - 1 for c in contexts]
+        ):
+            suffixes = [rows[i][s:] for i, s in zip(idx, starts)]
             width = max(map(len, suffixes))
             ids = torch.tensor([s + [pad] * (width - len(s)) for s in suffixes])
-            mask = torch.tensor([[1] * (shared + len(s)) + [0] * (width - len(s))
-                                 for s in suffixes])  # fmt: skip
-            cache.batch_repeat_interleave(len(idx))
+            mask = torch.cat(
+                [seen, torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in suffixes])], 1
+            )
             logits = self._extend(cache, ids, mask, logits=True).logits
             logp = logits.float().log_softmax(-1)  # (B, T, V)
             for b, i in enumerate(idx):
                 # the token at position t is predicted by the logits at t - 1
-                at = torch.arange(len(contexts[i]), len(rows[i])) - shared
+                at = torch.arange(len(contexts[i]), len(rows[i])) - starts[b]
                 picked = logp[b, at - 1].gather(-1, ids[b, at, None].to(self.device))
                 scores[i] = picked.sum().item()
         return scores

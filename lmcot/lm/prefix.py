@@ -9,9 +9,12 @@ Why hand-written: transformers' ``generate`` accepts a prefilled ``past_key_valu
 not look for prefixes shared across a batch, and the engines that do (vLLM's prefix caching)
 do not run on our CPU target. Prompts are tokenised whole, once; the shared prefix is the
 longest common prefix of those token ids, so it always ends on a token boundary of every
-prompt. Rows of a batch are then laid out as ``shared prefix | padding | own suffix``; the
-attention mask hides the padding and position ids follow the mask, so every real token sees
-exactly the positions and context it has in the plain left-padded path.
+prompt. Two levels are shared: the prefix common to every prompt of a call (the exemplars),
+and within a batch the prefix a group of neighbouring prompts shares beyond it (one question's
+context; :func:`shared_groups`). Rows are laid out as
+``common prefix | padding | group part | padding | own suffix``; the attention mask hides the
+padding and position ids follow the mask, so every real token sees exactly the positions and
+context it has in the plain left-padded path.
 """
 
 import copy
@@ -30,6 +33,29 @@ def common_prefix_length(rows: list[list[int]]) -> int:
         if any(row[i] != token for row in rows):
             return i
     return len(shortest)
+
+
+def shared_groups(rows: list[list[int]], caps: list[int], common: int) -> list[tuple[list, int]]:
+    """Split neighbouring ``rows`` into groups that share a prefix beyond the ``common`` one.
+
+    Returns (row positions, shared length) per group, the length at most each member's cap (a
+    lone row's is its cap). A row joins the group before it while the group keeps at least
+    half the prefix it shared without the row: the k self-consistency prompts of one question
+    share its context and question, prompts of different questions a few tokens at most.
+
+    >>> shared_groups([[1, 2, 3, 4], [1, 2, 3, 5], [1, 7, 8, 9]], [3, 3, 3], common=1)
+    [([0, 1], 3), ([2], 3)]
+    """
+    groups: list[tuple[list, int]] = []
+    for j, row in enumerate(rows):
+        if groups:
+            members, length = groups[-1]
+            joined = min(common_prefix_length([rows[members[0]], row]), length, caps[j])
+            if joined > common and joined - common >= (length - common) / 2:
+                groups[-1] = (members + [j], joined)
+                continue
+        groups.append(([j], caps[j]))
+    return groups
 
 
 def positions(mask: torch.Tensor) -> torch.Tensor:
