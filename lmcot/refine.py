@@ -320,10 +320,16 @@ class RefineModule(pl.LightningModule):
 
         batch = Batch(out["prompt_ids"], out["prompt_mask"], out["completion_ids"],
                       out["completion_mask"].float(), None, None, None)  # fmt: skip
-        with torch.no_grad():
-            batch.old_logp, entropy, values = self.policy(
+        # one optimiser step per rollout: its forward is the rollout policy's (as TRL's GRPO
+        # with num_iterations=1), so it serves both the old log-probs and the gradient
+        once = self.algorithm.epochs == 1 and self.algorithm.minibatch_size >= len(rewards)
+        with torch.set_grad_enabled(once):
+            logp, entropy, live_values = self.policy(
                 batch, values=self.value_head is not None, entropy=True
             )
+        values = None if live_values is None else live_values.detach()
+        batch.old_logp = logp.detach()
+        with torch.no_grad():
             batch.ref_logp = self.reference_logp(batch)
         chosen = batch.mask.clone()  # every chosen token, for the logged KL and entropy
         batch.mask = batch.mask * valid[:, None]  # no reward, no gradient
@@ -337,21 +343,28 @@ class RefineModule(pl.LightningModule):
             rewards, batch.old_logp, batch.ref_logp, values, batch.mask
         )
         batch.old_values = values
-        stats = self.update(batch)
+        stats = self.update(batch, forward=(logp, live_values) if once else None)
         self.algorithm.kl.update(kl, n_steps=len(rewards))
         self.log_step(scores, rewards, valid, kl, entropy, chosen, stats)
         self.maybe_log_table(examples, out["texts"], scores, rewards)
         self.rl_step += 1
 
-    def update(self, batch: Batch) -> dict[str, float]:
-        """Several epochs of clipped updates over shuffled minibatches; mean stats."""
+    def update(self, batch: Batch, forward: tuple | None = None) -> dict[str, float]:
+        """Several epochs of clipped updates over shuffled minibatches; mean stats.
+
+        ``forward``: (log-probs, values) of the whole batch already computed with gradients,
+        used by the first minibatch instead of a new forward (one step per rollout)."""
         optimizer = self.optimizers()
         stats: dict[str, list[float]] = {}
         n = len(batch.prompt_ids)
         for _ in range(self.algorithm.epochs):
             for index in torch.randperm(n).split(self.algorithm.minibatch_size):
                 mini = batch.rows(index)
-                logp, _, values = self.policy(mini, values=self.value_head is not None)
+                if forward is not None:
+                    logp, values = (None if t is None else t[index] for t in forward)
+                    forward = None
+                else:
+                    logp, _, values = self.policy(mini, values=self.value_head is not None)
                 loss, parts = self.algorithm.loss(logp, values, mini)
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"refine step {self.rl_step}: non-finite loss {loss}")

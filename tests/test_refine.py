@@ -52,11 +52,12 @@ SLOW_TO_LEARN = pytest.mark.xfail(
 def build(cfg_factory, student, algo, reward=uppercase_share, lr=1e-2, *overrides, **kw):
     cfg = cfg_factory("debug=smoke", f"student={student}", f"refine={algo}", *overrides,
                       config_name="train")  # fmt: skip
+    make_optimizer = kw.pop("optimizer", torch.optim.AdamW)
     module = RefineModule(
         instantiate(cfg.student),
         RewardRegistry({"task": reward}),
         instantiate(cfg.refine.algorithm),
-        optimizer=lambda params: torch.optim.AdamW(params, lr=lr),
+        optimizer=lambda params: make_optimizer(params, lr=lr),
         rationale_prompt=PROMPT,
         answer_prompt=instantiate(cfg.prompts.guided),
         train_examples=EXAMPLES,
@@ -218,6 +219,33 @@ def test_resume_gives_the_same_next_loss_and_final_weights(cfg_factory, tmp_path
     for (name, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
         assert torch.allclose(a, b, atol=1e-6), name
     assert torch.allclose(full.value_head.weight, resumed.value_head.weight, atol=1e-6)
+
+
+@pytest.mark.parametrize("algo", ["grpo", "ppo"])
+def test_one_update_per_rollout_reuses_its_forward_with_the_same_result(
+    cfg_factory, tmp_path, algo
+):
+    """One optimiser step per rollout: one policy forward, not two, and the same weights."""
+
+    def trained(reuse: bool):
+        pl.seed_everything(0)
+        over = ["refine.algorithm.epochs=1", "refine.algorithm.minibatch_size=64"]
+        # SGD: Adam would blow float noise in near-zero gradients up to a step of lr
+        module, seen = build(cfg_factory, "tiny_llama", algo, uppercase_share, 1e-2, *over,
+                             batch_size=2, optimizer=torch.optim.SGD)  # fmt: skip
+        forwards, policy, update = [], module.policy, module.update
+        module.policy = lambda *a, **k: forwards.append(1) or policy(*a, **k)
+        if not reuse:  # the two-forward path: the update runs its own forward
+            module.update = lambda batch, forward=None: update(batch)
+        fit(module, 2, tmp_path / str(reuse))
+        return module, len(forwards), seen["loss"]
+
+    reused, reused_forwards, reused_losses = trained(True)
+    plain, plain_forwards, plain_losses = trained(False)
+    assert (reused_forwards, plain_forwards) == (2, 4)
+    assert reused_losses == pytest.approx(plain_losses, abs=1e-6)
+    for (name, a), b in zip(reused.state_dict().items(), plain.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-6), name  # the policy and PPO's value head
 
 
 def test_lora_policy_checkpoints_adapters_and_value_head_only(cfg_factory):
