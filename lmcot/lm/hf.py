@@ -19,7 +19,6 @@ from transformers import (
     AutoModelForSeq2SeqLM,
     AutoTokenizer,
     DynamicCache,
-    GenerationConfig,
     PretrainedConfig,
 )
 
@@ -27,9 +26,15 @@ from lmcot.lm.base import LM, GenerationParams, cut_at_stop
 from lmcot.lm.fingerprint import model_fingerprint
 from lmcot.lm.messages import canonical, chat_messages
 from lmcot.lm.prefix import common_prefix_length, extend, shared_groups
-from lmcot.lm.sampling import sampling
 
 log = logging.getLogger(__name__)
+
+
+def sampling(params: GenerationParams) -> dict:
+    """``generate``'s decoding arguments: greedy, or sampling with the params' knobs."""
+    if params.greedy:
+        return {"do_sample": False}
+    return {"do_sample": True, "temperature": params.temperature, "top_p": params.top_p}
 
 
 class HFModel(LM):
@@ -189,17 +194,9 @@ class HFModel(LM):
                 out[idx[j // n]].append(cut_at_stop(text, params.stop))
         return out
 
-    def _sampling(self, params: GenerationParams, top_k: int | None = None) -> dict:
-        """``generate``'s decoding arguments; ``top_k`` None: the model's own, else generate's."""
-        if top_k is None:
-            top_k = self.model.generation_config.top_k
-        if top_k is None:  # unset by the model: what generate falls back to (50)
-            top_k = GenerationConfig._get_default_generation_params()["top_k"]
-        return sampling(params, top_k)
-
-    def _sample(self, batch, params: GenerationParams, n: int, top_k: int | None = None):
+    def _sample(self, batch, params: GenerationParams, n: int, **overrides) -> torch.Tensor:
         """One ``generate`` of ``n`` samples per row: greedy, or sampled with the params' knobs
-        (``top_k``: as :meth:`_sampling`)."""
+        (``overrides``: further ``generate`` arguments)."""
         return self.model.generate(
             **batch,
             max_new_tokens=params.max_new_tokens,
@@ -207,7 +204,8 @@ class HFModel(LM):
             stop_strings=list(params.stop) or None,
             tokenizer=self.tokenizer,
             pad_token_id=self.tokenizer.pad_token_id,
-            **self._sampling(params, top_k),
+            **sampling(params),
+            **overrides,
         )
 
     @torch.no_grad()  # not inference_mode: RL feeds these ids to a forward that needs grads
@@ -362,7 +360,7 @@ class CausalLM(HFModel):
                 stop_strings=list(params.stop) or None,
                 tokenizer=self.tokenizer,
                 pad_token_id=pad,
-                **self._sampling(params),
+                **sampling(params),
             )
             texts = self.tokenizer.batch_decode(
                 generated[:, ids.shape[1] :], skip_special_tokens=True
