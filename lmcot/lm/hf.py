@@ -7,7 +7,6 @@ A ``model_config`` node builds a randomly initialised model instead of loading o
 offline students of tests and smoke runs.
 """
 
-import copy
 import functools
 import hashlib
 import json
@@ -25,7 +24,7 @@ from transformers import (
 from lmcot.lm.base import LM, GenerationParams, cut_at_stop
 from lmcot.lm.fingerprint import model_fingerprint
 from lmcot.lm.messages import canonical, chat_messages
-from lmcot.lm.prefix import common_prefix_length, extend, shared_groups
+from lmcot.lm.prefix import common_prefix_length, extend, repeated, shared_groups
 
 log = logging.getLogger(__name__)
 
@@ -313,8 +312,7 @@ class CausalLM(HFModel):
             ids = torch.tensor([head + [pad] * (width - len(p)) + p for p in parts], dtype=int)
             mask = torch.tensor([[1] * common + [0] * (width - len(p)) + [1] * len(p)
                                  for p in parts], dtype=int)  # fmt: skip
-            cache = copy.deepcopy(base)
-            cache.batch_repeat_interleave(len(groups))
+            cache = repeated(base, len(groups))
             if width:
                 self._extend(cache, ids[:, common:], mask)
             group_of = torch.tensor([g for g, (members, _) in enumerate(groups) for _ in members])
