@@ -34,19 +34,30 @@ def uppercase_share(prompts, completions, **_):
     return [sum(c.isupper() for c in t) / max(1, len(t.replace(" ", ""))) for t in completions]
 
 
-# Measured (seed 0, 30 steps, lr 1e-2): the mean reward does not rise by the +0.2 asked for.
-# The tiny students are random and near uniform over SmolLM2's 49,152 tokens (entropy 10.8 of
-# 10.8 nats); a character-level reward then needs each good token's logit raised one by one,
-# and 64 samples a step touch ~64 of them. tiny_llama GRPO used to pass (0.06 -> 0.7) only
-# because rollouts sampled from generate's default top-50 (a 50-token action space) while the
-# loss trained the full softmax; with that fixed it reads 0.07 -> 0.07, PPO 0.06 -> 0.07.
-# Peaked random students (initializer_range 0.6, initializer_factor 1.5) and rollout
-# temperatures 0.04 / 0.35 did not learn within 30 steps either (lr 1e-3: too slow; 1e-2:
-# KL past the limit or collapse to one 0.2-reward token). Strict: a fix turns these into
-# failures to remove.
-SLOW_TO_LEARN = pytest.mark.xfail(
-    strict=True, reason="learns the known optimum too slowly in 30 steps (issue 8, open)"
-)
+def read_uppercase_along_one_direction(student, strength: float = 6.0) -> None:
+    """Give a random tiny student what a pretrained one has: the reward's feature as one
+    direction of its output embedding, so that RL can move many tokens at once.
+
+    A random student is near uniform over SmolLM2's 49,152 tokens (entropy 10.8 of 10.8 nats)
+    and its output rows share nothing, so a character-level reward had to raise each good
+    token's logit one by one, ~64 sampled tokens a step: 30 steps moved the mean reward
+    0.07 -> 0.07. Here each token's row gets ``(its uppercase share - mean) * u`` for one unit
+    vector ``u``, scaled so that a state of the trunk's usual norm along ``u`` lifts an
+    all-caps token by ``strength`` logits over the average one. The start is unchanged (the
+    states point anywhere: the first rewards are 0.06-0.09); the optimum is reachable."""
+    model, tok = student.model, student.tokenizer
+    head = model.get_output_embeddings()
+    states = []
+    hook = head.register_forward_hook(lambda _m, args, _out: states.append(args[0]))
+    with torch.no_grad():
+        model.generate(**tok(["Question: a?"], return_tensors="pt"), max_new_tokens=1)
+    hook.remove()
+    texts = tok.batch_decode([[i] for i in range(head.weight.shape[0])])
+    share = torch.tensor([uppercase_share(None, [t])[0] for t in texts])
+    u = torch.randn(head.weight.shape[1], generator=torch.Generator().manual_seed(0))
+    scale = strength / states[0][0, -1].norm() / u.norm()
+    with torch.no_grad():  # tied embeddings (T5) change the input rows too: harmless here
+        head.weight += scale * (share - share.mean())[:, None] * u[None, :]
 
 
 def build(cfg_factory, student, algo, reward=uppercase_share, lr=1e-2, *overrides, **kw):
@@ -116,18 +127,22 @@ def test_rollouts_sample_the_whole_distribution_not_its_top_50(cfg_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    "student,algo",
-    [
-        pytest.param("tiny_llama", "ppo", marks=SLOW_TO_LEARN),
-        pytest.param("tiny_llama", "grpo", marks=SLOW_TO_LEARN),
-        pytest.param("tiny_t5", "ppo", marks=SLOW_TO_LEARN),
-        pytest.param("tiny_t5", "grpo", marks=SLOW_TO_LEARN),
-    ],
-)
+@pytest.mark.parametrize("algo", ["ppo", "grpo"])
+@pytest.mark.parametrize("student", ["tiny_llama", "tiny_t5"])
 def test_reward_with_a_known_optimum_rises(cfg_factory, tmp_path, student, algo):
+    """30 steps take the uppercase share from ~0.08 towards its optimum 1.0 (measured, seed 0,
+    mean of the first 5 steps -> the last 5: tiny_llama PPO .24 -> .51, GRPO .54 -> .95; tiny_t5
+    PPO .08 -> .91, GRPO .32 -> .84).
+
+    PPO at its default KL coefficient (0.05 per token in the reward) rises and then returns to
+    the reference (tiny_llama .09 -> .59 -> .13): all caps costs 20-30 nats of KL over 8
+    tokens, more than the +0.9 reward buys at 0.05, so the KL-regularised optimum is near the
+    reference. At 0.01 the optimum is the task's."""
     pl.seed_everything(0)
-    module, seen = build(cfg_factory, student, algo, batch_size=8 if algo == "ppo" else 2)
+    overrides = ["refine.algorithm.kl.coef=0.01"] if algo == "ppo" else []
+    module, seen = build(cfg_factory, student, algo, uppercase_share, 1e-2, *overrides,
+                         batch_size=8 if algo == "ppo" else 2)  # fmt: skip
+    read_uppercase_along_one_direction(module.student)
     fit(module, 30, tmp_path)
     rewards = seen["reward"]
     first, last = sum(rewards[:5]) / 5, sum(rewards[-5:]) / 5
