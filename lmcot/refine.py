@@ -320,9 +320,9 @@ class RefineModule(pl.LightningModule):
 
         batch = Batch(out["prompt_ids"], out["prompt_mask"], out["completion_ids"],
                       out["completion_mask"].float(), None, None, None)  # fmt: skip
-        # one optimiser step per rollout: its forward is the rollout policy's (as TRL's GRPO
-        # with num_iterations=1), so it serves both the old log-probs and the gradient
-        once = self.algorithm.epochs == 1 and self.algorithm.minibatch_size >= len(rewards)
+        # one minibatch per epoch: the first update's forward is the rollout policy's (as
+        # TRL's with num_iterations=1), so it serves both the old log-probs and the gradient
+        once = self.algorithm.minibatch_size >= len(rewards)
         with torch.set_grad_enabled(once):
             logp, entropy, live_values = self.policy(
                 batch, values=self.value_head is not None, entropy=True
@@ -353,7 +353,7 @@ class RefineModule(pl.LightningModule):
         """Several epochs of clipped updates over shuffled minibatches; mean stats.
 
         ``forward``: (log-probs, values) of the whole batch already computed with gradients,
-        used by the first minibatch instead of a new forward (one step per rollout)."""
+        used by the first minibatch instead of a new forward (when it is the whole batch)."""
         optimizer = self.optimizers()
         stats: dict[str, list[float]] = {}
         n = len(batch.prompt_ids)

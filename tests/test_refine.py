@@ -237,14 +237,16 @@ def test_resume_gives_the_same_next_loss_and_final_weights(cfg_factory, tmp_path
 
 
 @pytest.mark.parametrize("algo", ["grpo", "ppo"])
-def test_one_update_per_rollout_reuses_its_forward_with_the_same_result(
-    cfg_factory, tmp_path, algo
+@pytest.mark.parametrize("epochs", [1, 2])
+def test_one_minibatch_per_epoch_reuses_the_rollout_forward_with_the_same_result(
+    cfg_factory, tmp_path, algo, epochs
 ):
-    """One optimiser step per rollout: one policy forward, not two, and the same weights."""
+    """One minibatch per epoch: the first epoch's update reuses the rollout policy's forward
+    (one forward fewer per step) and ends at the same weights."""
 
     def trained(reuse: bool):
         pl.seed_everything(0)
-        over = ["refine.algorithm.epochs=1", "refine.algorithm.minibatch_size=64"]
+        over = [f"refine.algorithm.epochs={epochs}", "refine.algorithm.minibatch_size=64"]
         # SGD: Adam would blow float noise in near-zero gradients up to a step of lr
         module, seen = build(cfg_factory, "tiny_llama", algo, uppercase_share, 1e-2, *over,
                              batch_size=2, optimizer=torch.optim.SGD)  # fmt: skip
@@ -257,7 +259,7 @@ def test_one_update_per_rollout_reuses_its_forward_with_the_same_result(
 
     reused, reused_forwards, reused_losses = trained(True)
     plain, plain_forwards, plain_losses = trained(False)
-    assert (reused_forwards, plain_forwards) == (2, 4)
+    assert (reused_forwards, plain_forwards) == (2 * epochs, 2 * epochs + 2)  # 2 steps
     assert reused_losses == pytest.approx(plain_losses, abs=1e-6)
     for (name, a), b in zip(reused.state_dict().items(), plain.state_dict().values()):
         assert torch.allclose(a, b, atol=1e-6), name  # the policy and PPO's value head
