@@ -10,8 +10,9 @@ of whether the best-looking rationale gives the best answer.
 Adaptive self-consistency (Aggarwal et al., 2023, "Let's Sample Step by Step"): SC may draw its
 k samples in rounds and stop a question once more samples cannot change its vote, or, with a
 ``confidence``, once the paper's Beta criterion says the leader beats the runner-up with that
-probability. Round r asks the student for samples ``0..end`` and takes the new ones; the cache
-keys samples by index and seed, so adaptive samples are a prefix of the fixed-k samples.
+probability. Round r asks the student for samples ``0..end`` and takes the new ones; the
+student's cache holds the earlier ones, so it draws only the new (``LM.generate``), and a
+fixed-k run on the same cache reads the very samples the rounds drew (and vice versa).
 """
 
 import math

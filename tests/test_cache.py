@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from lmcot.lm.base import LM, GenerationParams
+from lmcot.lm.base import LM, GenerationParams, resumed
 from lmcot.lm.cache import CacheError, ResponseCache
 
 
@@ -62,6 +62,19 @@ def test_samples_are_keyed_by_index_and_seed(tmp_path):
     assert lm.prompts_seen == []
     lm.generate(["a"], GenerationParams(temperature=1.0, seed=2), n=2)  # new seed: new samples
     assert lm.prompts_seen == ["a"]
+
+
+def test_a_prompt_with_cached_samples_draws_only_the_others_with_another_seed(tmp_path):
+    lm = CountingLM(cache=tmp_path / "c.sqlite")
+    sampled = GenerationParams(temperature=1.0, seed=1)
+    lm.generate(["a", "b"], sampled, n=3)
+    lm.backend_calls, lm.prompts_seen = 0, []
+    out = lm.generate(["a", "b"], sampled, n=5)
+    seed = resumed(sampled, 3).seed  # a seeded backend must not draw samples 0, 1 again
+    assert seed != sampled.seed
+    assert out[0] == ["a#0@1", "a#1@1", "a#2@1", f"a#0@{seed}", f"a#1@{seed}"]
+    assert lm.backend_calls == 1 and lm.prompts_seen == ["a", "b"]  # n=2 for both
+    assert CountingLM(cache=tmp_path / "c.sqlite").generate(["a"], sampled, n=5) == out[:1]
 
 
 def test_greedy_key_ignores_seed(tmp_path):

@@ -160,6 +160,27 @@ def test_adaptive_sc_without_confidence_answers_as_fixed_k(round_size):
     assert adaptive([], list(answers), ScriptedStudent(), (), AnswerScript(answers)) == fixed
 
 
+def test_adaptive_sc_draws_each_sample_once_from_a_cached_student(tmp_path):
+    """Round 2 draws only the new samples of the open question (2, not all 5): the student's
+    cache holds round 1's."""
+
+    class CachedStudent(ScriptedStudent):
+        def __init__(self):
+            LM.__init__(self, cache=str(tmp_path / "student.sqlite"))
+            self.calls = []
+
+    answers = {"q1": iter("xxx"), "q2": iter("pqrst")}  # q1 settles after round 1, q2 never
+
+    def read(rationales):
+        return [[next(answers[r.split("/")[0]]) for r in rs] for rs in rationales]
+
+    student = CachedStudent()
+    decoding = SelfConsistency(num_samples=5, adaptive=True, round_size=3)
+    assert [a for _, a in decoding([], ["q1", "q2"], student, (), read)] == ["x", "p"]
+    assert decoding.samples_used == [3, 5]
+    assert [(p, n) for p, n, _ in student.calls] == [(2, 3), (1, 2)]
+
+
 def test_adaptive_sc_off_is_todays_sc():
     student, read = ScriptedStudent(), AnswerScript({"q": ["x", "x", "x", "y", "y"]})
     decoding = SelfConsistency(num_samples=5)

@@ -8,7 +8,7 @@ backends load lazily, does not even load the model.
 
 import os
 from abc import ABC, abstractmethod
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from tqdm import tqdm
 
@@ -80,6 +80,17 @@ def cut_at_stop(text: str, stop: tuple[str, ...]) -> str:
     return text[: min(ends)] if ends else text
 
 
+def resumed(params: GenerationParams, first: int) -> GenerationParams:
+    """``params`` for drawing samples ``first, first + 1, ...`` of a prompt whose earlier samples
+    are cached: another seed, or a seeded backend would draw the cached samples again. (The
+    cache keys keep ``params``: sample ``first`` is filed under its index and the run's seed.)
+
+    >>> resumed(GenerationParams(temperature=1.0, seed=3), first=2).seed
+    2000009
+    """
+    return replace(params, seed=params.seed + 1_000_003 * first)
+
+
 class LM(ABC):
     """A text generator behind a cache. Subclasses implement ``_generate`` (and ``_logprobs``).
 
@@ -139,23 +150,27 @@ class LM(ABC):
             for p in prompts
         ]
         found = self.cache.get_many([k for ks in keys for k in ks])
-        missing = [i for i, ks in enumerate(keys) if any(k not in found for k in ks)]
-        for chunk in self._chunks(missing, "generate"):
-            fresh = self._count(self._generate, [prompts[i] for i in chunk], params, n)
-            if len(fresh) != len(chunk) or any(len(outs) != n for outs in fresh):
-                raise RuntimeError(
-                    f"{type(self).__name__} returned {[len(o) for o in fresh]} samples for "
-                    f"{len(chunk)} prompts, expected {n} each"
-                )
-            new = {
-                k: out
-                for i, outs in zip(chunk, fresh)
-                for k, out in zip(keys[i], outs, strict=True)
-            }
-            # samples already cached stay as they were: a re-run never rewrites history
-            new = {k: v for k, v in new.items() if k not in found}
-            self.cache.put_many(new)
-            found |= new
+        # a prompt with some samples cached (adaptive SC's later rounds) draws only the others
+        lacking: dict[tuple[int, ...], list[int]] = {}  # missing sample indices -> prompts
+        for i, ks in enumerate(keys):
+            if gaps := tuple(j for j, k in enumerate(ks) if k not in found):
+                lacking.setdefault(gaps, []).append(i)
+        for gaps, missing in lacking.items():
+            draw = params if gaps[0] == 0 else resumed(params, gaps[0])
+            for chunk in self._chunks(missing, "generate"):
+                fresh = self._count(self._generate, [prompts[i] for i in chunk], draw, len(gaps))
+                if len(fresh) != len(chunk) or any(len(outs) != len(gaps) for outs in fresh):
+                    raise RuntimeError(
+                        f"{type(self).__name__} returned {[len(o) for o in fresh]} samples for "
+                        f"{len(chunk)} prompts, expected {len(gaps)} each"
+                    )
+                new = {
+                    keys[i][j]: out
+                    for i, outs in zip(chunk, fresh)
+                    for j, out in zip(gaps, outs, strict=True)
+                }
+                self.cache.put_many(new)
+                found |= new
         return [[found[k] for k in ks] for ks in keys]
 
     def logprobs(self, prompts: list[str], continuations: list[str]) -> list[float]:
