@@ -82,8 +82,9 @@ def cut_at_stop(text: str, stop: tuple[str, ...]) -> str:
 
 def resumed(params: GenerationParams, first: int) -> GenerationParams:
     """``params`` for drawing samples ``first, first + 1, ...`` of a prompt whose earlier samples
-    are cached: another seed, or a seeded backend would draw the cached samples again. (The
-    cache keys keep ``params``: sample ``first`` is filed under its index and the run's seed.)
+    are cached: another seed (the same for ``first=0``), or a seeded backend would draw the
+    cached samples again. (The cache keys keep ``params``: sample ``first`` is filed under its
+    index and the run's seed.)
 
     >>> resumed(GenerationParams(temperature=1.0, seed=3), first=2).seed
     2000009
@@ -156,7 +157,7 @@ class LM(ABC):
             if gaps := tuple(j for j, k in enumerate(ks) if k not in found):
                 lacking.setdefault(gaps, []).append(i)
         for gaps, missing in lacking.items():
-            draw = params if gaps[0] == 0 else resumed(params, gaps[0])
+            draw = resumed(params, gaps[0])  # the run's own seed for samples from 0
             for chunk in self._chunks(missing, "generate"):
                 fresh = self._count(self._generate, [prompts[i] for i in chunk], draw, len(gaps))
                 if len(fresh) != len(chunk) or any(len(outs) != len(gaps) for outs in fresh):
