@@ -322,8 +322,8 @@ class RefineModule(pl.LightningModule):
                       out["completion_mask"].float(), None, None, None)  # fmt: skip
         # one minibatch per epoch: the first update's forward is the rollout policy's (as
         # TRL's with num_iterations=1), so it serves both the old log-probs and the gradient
-        once = self.algorithm.minibatch_size >= len(rewards)
-        with torch.set_grad_enabled(once):
+        reuse = self.algorithm.minibatch_size >= len(rewards)
+        with torch.set_grad_enabled(reuse):
             logp, entropy, live_values = self.policy(
                 batch, values=self.value_head is not None, entropy=True
             )
@@ -343,7 +343,7 @@ class RefineModule(pl.LightningModule):
             rewards, batch.old_logp, batch.ref_logp, values, batch.mask
         )
         batch.old_values = values
-        stats = self.update(batch, forward=(logp, live_values) if once else None)
+        stats = self.update(batch, forward=(logp, live_values) if reuse else None)
         self.algorithm.kl.update(kl, n_steps=len(rewards))
         self.log_step(scores, rewards, valid, kl, entropy, chosen, stats)
         self.maybe_log_table(examples, out["texts"], scores, rewards)
