@@ -51,6 +51,17 @@ def test_sweep_composes_and_expands(tmp_path, name, count, example):
         compose_cfg(tmp_path, f"sweeps={name}", *job, config_name="train")
 
 
+def test_validity_student_sweep_chooses_on_dev_without_touching_evaluation_questions(tmp_path):
+    cfg = compose_cfg(tmp_path, "sweeps=validity_student", config_name="train")
+    assert cfg.data.split == "dev" and "refine" not in cfg.stages
+    assert set(cfg.methods) == {"standard", "cot", "lm_guided"} and list(cfg.decoding) == ["greedy"]
+    expanded = jobs(cfg)
+    assert len(expanded) == 4 and ["data.num_train=1600", "trainer.max_epochs=3"] in expanded
+    for job in expanded:
+        job_cfg = compose_cfg(tmp_path, "sweeps=validity_student", *job, config_name="train")
+        assert job_cfg.data.split == "dev"
+
+
 def test_a_sweep_narrows_from_the_command_line(tmp_path):
     cfg = compose_cfg(tmp_path, "sweeps=decoding", config_name="train")
     assert len(jobs(cfg, "decoding.sc.num_samples=3,5")) == 2  # the CLI wins over the file
