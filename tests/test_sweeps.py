@@ -12,6 +12,8 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from lmcot.artifacts import artifact
+
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper  # isort: skip
 
 SWEEPS = sorted(p.stem for p in (REPO / "sweeps").glob("*.yaml"))
@@ -54,12 +56,19 @@ def test_sweep_composes_and_expands(tmp_path, name, count, example):
 def test_validity_student_sweep_chooses_on_dev_without_touching_evaluation_questions(tmp_path):
     cfg = compose_cfg(tmp_path, "sweeps=validity_student", config_name="train")
     assert cfg.data.split == "dev" and "refine" not in cfg.stages
-    assert set(cfg.methods) == {"standard", "cot", "lm_guided"} and list(cfg.decoding) == ["greedy"]
+    assert set(cfg.methods) == {"standard", "cot", "lm_guided"}
+    assert list(cfg.decoding) == ["greedy"]
     expanded = jobs(cfg)
     assert len(expanded) == 4 and ["data.num_train=1600", "trainer.max_epochs=3"] in expanded
     for job in expanded:
         job_cfg = compose_cfg(tmp_path, "sweeps=validity_student", *job, config_name="train")
         assert job_cfg.data.split == "dev"
+    # the chosen job's teacher file and student are the ones the experiment then evaluates
+    chosen = compose_cfg(tmp_path, "sweeps=validity_student", "data.num_train=1600",
+                         "trainer.max_epochs=3", config_name="train")  # fmt: skip
+    experiment = compose_cfg(tmp_path, "experiment=synthetic_validity", config_name="train")
+    for stage in ("teacher", "distill"):
+        assert artifact(chosen, stage).key == artifact(experiment, stage).key
 
 
 def test_a_sweep_narrows_from_the_command_line(tmp_path):
