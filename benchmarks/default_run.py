@@ -6,8 +6,10 @@ Runs ``train.py`` in this process with ``LMCOT_CACHE`` pointed at a new temporar
 (so every LM call and every stage really runs; the converted offline models in
 ``LMCOT_MODELS`` are reused) and prints: seconds per stage (every stage of ``train.STAGES``,
 whatever stages exist), seconds per evaluated method (from the evaluation's "method ... on"
-log records), peak RSS, and EM/F1 per method from the run's ``results.json``. Any arguments are
-Hydra overrides passed on, e.g. ``data.limit=8``. Run it on an idle machine, and note the load.
+log records), peak RSS in all and per stage and method (sampled every 0.2 s from
+``/proc/self/statm``, so Linux only), and EM/F1 per method from the run's ``results.json``.
+Any arguments are Hydra overrides passed on, e.g. ``data.limit=8``. Run it on an idle
+machine, and note the load.
 """
 
 import json
@@ -16,22 +18,44 @@ import os
 import resource
 import sys
 import tempfile
+import threading
 import time
+from collections import defaultdict
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
 
+class PeakRss(threading.Thread):
+    """The peak resident memory per label (the stage, or the method being evaluated), sampled:
+    says where the memory goes, where ``ru_maxrss`` says only how much at most."""
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.label = "start-up"
+        self.peaks: dict[str, int] = defaultdict(int)
+
+    def run(self) -> None:
+        page = os.sysconf("SC_PAGE_SIZE")
+        while True:
+            with open("/proc/self/statm") as f:
+                rss = int(f.read().split()[1]) * page
+            self.peaks[self.label] = max(self.peaks[self.label], rss)
+            time.sleep(0.2)
+
+
 class MethodClock(logging.Handler):
     """Records when each "method <name> on <n> examples" log record arrives."""
 
-    def __init__(self):
+    def __init__(self, rss: PeakRss):
         super().__init__(logging.INFO)
         self.starts: list[tuple[str, float]] = []
+        self.rss = rss
 
     def emit(self, record: logging.LogRecord) -> None:
         if record.name == "lmcot.evaluate" and record.msg.startswith("method %s on"):
             self.starts.append((record.args[0], time.perf_counter()))
+            self.rss.label = record.args[0]
 
 
 def main() -> None:
@@ -42,10 +66,13 @@ def main() -> None:
 
     stage_seconds: dict[str, float] = {}
     stage_ends: dict[str, float] = {}
+    rss = PeakRss()
+    rss.start()
 
     def timed(name, run):
         def stage(cfg):
             start = time.perf_counter()
+            rss.label = name
             try:
                 return run(cfg)
             finally:
@@ -56,7 +83,7 @@ def main() -> None:
 
     for name, run in list(train.STAGES.items()):
         train.STAGES[name] = timed(name, run)
-    clock = MethodClock()
+    clock = MethodClock(rss)
     logging.getLogger("lmcot.evaluate").addHandler(clock)
 
     # Hydra finds conf/ beside the script only for a task function of module __main__, as when
@@ -75,19 +102,21 @@ def main() -> None:
     print(f"\ndefault run: {total:.0f} s wall, peak RSS "
           f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GB "
           f"(fresh cache {tmp / 'cache'}; load {os.getloadavg()[0]:.1f})")  # fmt: skip
-    print(f"{'stage':<28}{'wall s':>8}")
+    gb = {name: f"{peak / 2**30:.2f}" for name, peak in rss.peaks.items()}
+    print(f"{'stage':<28}{'wall s':>8}{'peak RSS GB':>14}")
     for name, seconds in stage_seconds.items():
-        print(f"{name:<28}{seconds:>8.0f}")
+        print(f"{name:<28}{seconds:>8.0f}{gb.get(name, ''):>14}")
     print(f"{'start-up and the rest':<28}{total - sum(stage_seconds.values()):>8.0f}")
     results_path = run_dir / "results.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
     methods = results.get("methods", {})
     ends = [t for _, t in clock.starts[1:]] + [stage_ends.get("evaluate", time.perf_counter())]
-    print(f"\n{'method':<28}{'wall s':>8}{'EM':>8}{'F1':>8}   n={results.get('n')}")
+    print(f"\n{'method':<28}{'wall s':>8}{'EM':>8}{'F1':>8}{'peak RSS GB':>14}   "
+          f"n={results.get('n')}")  # fmt: skip
     for (name, began), end in zip(clock.starts, ends):
         m = methods.get(name, {})
         print(f"{name:<28}{end - began:>8.0f}{m.get('em', float('nan')):>8.3f}"
-              f"{m.get('f1', float('nan')):>8.3f}")  # fmt: skip
+              f"{m.get('f1', float('nan')):>8.3f}{gb.get(name, ''):>14}")  # fmt: skip
     for key in ("reader_calls", "saved_calls"):
         if key in results:
             print(f"{key}: {results[key]}")

@@ -8,6 +8,7 @@ stage exported. All LM calls go through caches, so re-running an evaluation cost
 
 import logging
 import statistics
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from hydra.utils import get_class, instantiate
@@ -21,12 +22,8 @@ from lmcot.lm.base import LM
 log = logging.getLogger(__name__)
 
 
-def load_student(cfg: DictConfig, stage: str, path: str | None = None) -> LM:
-    """The student ``stage`` exported for this config, or the one at ``path`` when given.
-
-    The student's response cache names it by content fingerprint, so a re-exported student
-    never inherits another's rationales.
-    """
+def student_dir(cfg: DictConfig, stage: str, path: str | None = None) -> Path:
+    """The student ``stage`` exported for this config, or the one at ``path`` when given."""
     if path is None:
         if "stages" not in cfg:  # evaluate.py: no training stages to take a student from
             raise ValueError(
@@ -43,10 +40,7 @@ def load_student(cfg: DictConfig, stage: str, path: str | None = None) -> LM:
         path = art.student
     elif not Path(path, "config.json").exists():
         raise FileNotFoundError(f"student_path={path} is not a transformers model directory")
-    return instantiate(
-        cfg.student, name_or_path=str(path), tokenizer=None, model_config=None, lora=None,
-        cache=f"{cfg.paths.cache_dir}/student.sqlite",
-    )  # fmt: skip
+    return Path(path)
 
 
 def _siblings(art: Artifact) -> str:
@@ -58,21 +52,31 @@ def _siblings(art: Artifact) -> str:
     return f"; finished {art.stage} students in this cache (see their manifest.json):\n  {listed}"
 
 
-def build_methods(cfg: DictConfig, reader: LM) -> dict:
-    """Name -> method; LM-guided methods get their student and one entry per decoding."""
-    methods = {}
+def build_methods(cfg: DictConfig, reader: LM) -> Iterator[tuple[str, Callable]]:
+    """(name, method) in config order; LM-guided methods once per decoding, with their student.
+
+    Every student is located first, so a missing one fails before any evaluation; each is
+    loaded when its first method is due and dropped after its last, so one student at a time
+    shares the memory with the reader. Its response cache names it by content fingerprint, so
+    a re-exported student never inherits another's rationales.
+    """
+    dirs = {name: student_dir(cfg, node.student_stage, node.get("student_path"))
+            for name, node in cfg.methods.items() if "student_stage" in node}  # fmt: skip
     for name, node in cfg.methods.items():
-        if "student_stage" not in node:
-            methods[name] = instantiate(node)
+        if name not in dirs:
+            yield name, instantiate(node)
             continue
-        student = load_student(cfg, node.student_stage, node.get("student_path"))
+        student = instantiate(
+            cfg.student, name_or_path=str(dirs[name]), tokenizer=None, model_config=None,
+            lora=None, cache=f"{cfg.paths.cache_dir}/student.sqlite",
+        )  # fmt: skip
         for decoding_node in cfg.decoding.values():
             extra = {}
             if getattr(get_class(decoding_node._target_), "needs_registry", False):
                 extra["registry"] = instantiate(cfg.selection, lm=reader)
             decoding = instantiate(decoding_node, **extra)
-            methods[name + decoding.suffix] = instantiate(node, student=student, decoding=decoding)
-    return methods
+            yield name + decoding.suffix, instantiate(node, student=student, decoding=decoding)
+        del student  # before the next student loads
 
 
 def rationale_quality(cfg: DictConfig, reader: LM, examples: list, predictions: list) -> tuple:
@@ -104,11 +108,12 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         raise ValueError(f"data config {cfg.data._target_} produced no examples")
     reader: LM = instantiate(cfg.reader)
     predictions, samples_used = [], {}
-    for name, method in build_methods(cfg, reader).items():
+    for name, method in build_methods(cfg, reader):
         log.info("method %s on %d examples", name, len(examples))
         predictions += method(name, examples, reader)
         if used := getattr(getattr(method, "decoding", None), "samples_used", None):
             samples_used[name] = statistics.fmean(used)  # sampled rationales per question
+        del method  # holds its student: let it go before the next one loads
     summary = {
         "n": len(examples),
         "data": cfg.data._target_.rsplit(".", 2)[-2],

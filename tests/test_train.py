@@ -1,6 +1,8 @@
 """`python train.py` end to end on tiny models: all the methods, and no work done twice."""
 
+import gc
 import json
+import weakref
 from pathlib import Path
 
 import pytest
@@ -8,6 +10,7 @@ from conftest import compose_cfg
 from hydra.core.hydra_config import HydraConfig
 
 import lmcot.distill
+import lmcot.evaluate
 from lmcot.artifacts import DONE, artifact
 from lmcot.lm.hf import HFModel
 from lmcot.teacher import teacher_path
@@ -62,6 +65,24 @@ def test_rerun_reuses_teacher_checkpoint_and_caches(trained, monkeypatch):
     results = json.loads(open(f"{cfg.paths.output_dir}/results.json").read())
     assert results["reader_calls"] == 0  # every reader answer came from the cache
     assert "test/lm_guided_kd/em" in metrics
+
+
+def test_evaluation_holds_one_student_at_a_time(trained, monkeypatch):
+    cfg, _ = trained
+    HydraConfig().set_config(cfg)
+    students, build = [], lmcot.evaluate.instantiate
+
+    def tracked(node, *args, **kwargs):
+        made = build(node, *args, **kwargs)
+        if "name_or_path" in kwargs:  # a student, before its first use loads its weights
+            gc.collect()
+            assert all(ref() is None for ref in students), "the previous student is alive"
+            students.append(weakref.ref(made))
+        return made
+
+    monkeypatch.setattr(lmcot.evaluate, "instantiate", tracked)
+    lmcot.evaluate.evaluate(cfg)
+    assert len(students) == 2  # KD, then RL
 
 
 def test_rationale_quality_and_top_quality_are_reported(trained, tmp_path_factory):
