@@ -27,12 +27,12 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 class PeakRss(threading.Thread):
-    """The peak resident memory per label (the stage, or the method being evaluated), sampled:
-    says where the memory goes, where ``ru_maxrss`` says only how much at most."""
+    """The peak resident memory of the running stage and of the method being evaluated,
+    sampled: says where the memory goes, where ``ru_maxrss`` says only how much at most."""
 
     def __init__(self):
         super().__init__(daemon=True)
-        self.label = "start-up"
+        self.stage, self.method = "start-up", None
         self.peaks: dict[str, int] = defaultdict(int)
 
     def run(self) -> None:
@@ -40,7 +40,8 @@ class PeakRss(threading.Thread):
         while True:
             with open("/proc/self/statm") as f:
                 rss = int(f.read().split()[1]) * page
-            self.peaks[self.label] = max(self.peaks[self.label], rss)
+            for label in filter(None, (self.stage, self.method)):
+                self.peaks[label] = max(self.peaks[label], rss)
             time.sleep(0.2)
 
 
@@ -55,7 +56,7 @@ class MethodClock(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         if record.name == "lmcot.evaluate" and record.msg.startswith("method %s on"):
             self.starts.append((record.args[0], time.perf_counter()))
-            self.rss.label = record.args[0]
+            self.rss.method = record.args[0]
 
 
 def main() -> None:
@@ -72,7 +73,7 @@ def main() -> None:
     def timed(name, run):
         def stage(cfg):
             start = time.perf_counter()
-            rss.label = name
+            rss.stage, rss.method = name, None
             try:
                 return run(cfg)
             finally:
