@@ -47,6 +47,7 @@ def test_every_sweep_is_a_config_of_the_sweeps_group():
 def test_sweep_composes_and_expands(tmp_path, name, count, example):
     cfg = compose_cfg(tmp_path, f"sweeps={name}", config_name="train")
     assert cfg.sweep == name and "refine" in cfg.stages
+    assert cfg.hydra.sweep.dir == f"outputs/sweeps/{name}"  # stable: a rerun skips finished jobs
     expanded = jobs(cfg)
     assert len(expanded) == count and any(example in job for job in expanded)
     for job in expanded:  # every job composes
