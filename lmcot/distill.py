@@ -334,7 +334,7 @@ def _distill(cfg: DictConfig, art: Artifact) -> dict[str, float]:
     run_loggers = loggers.instantiate_loggers(cfg.get("logger"), stage="distill")
     loggers.log_safely(run_loggers, "log_hyperparams", loggers.hparams(cfg))
     trainer: pl.Trainer = instantiate(
-        cfg.trainer, default_root_dir=out, callbacks=[checkpoints],
+        cfg.trainer, default_root_dir=out, callbacks=[checkpoints, loggers.LogProgress("distill")],
         logger=loggers.guarded(run_loggers) or False,
         accumulate_grad_batches=cfg.trainer.get("accumulate_grad_batches", 1) * accumulate,
     )  # fmt: skip

@@ -1,4 +1,5 @@
-"""Experiment loggers: built from ``conf/logger/``, and never allowed to kill a run.
+"""Experiment loggers: built from ``conf/logger/``, and never allowed to kill a run; and the
+training progress a log file gets when no terminal shows Lightning's bar.
 
 Loggers are Lightning's. The training stages hand them to the ``Trainer`` wrapped in
 :class:`GuardedLogger`, since the Trainer calls them inside ``fit`` where an exception would end
@@ -6,13 +7,18 @@ training; the evaluation stage calls them directly through ``log_safely``.
 """
 
 import logging
+import math
 import os
 
+import pytorch_lightning as pl
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import Logger, WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
+from tqdm import tqdm
+
+from lmcot.progress import on_terminal, progress
 
 log = logging.getLogger(__name__)
 
@@ -148,3 +154,38 @@ def finish(loggers: list[Logger]) -> None:
             wandb.finish()
         except Exception as e:
             log.warning("wandb.finish failed: %s", e)
+
+
+class LogProgress(pl.Callback):
+    """Training progress of a Lightning stage in the log, when no terminal shows its bar.
+
+    Counts training batches over all epochs (micro-batches where gradients accumulate; a resumed
+    run starts at its epoch; no total, so no ETA, when the epochs are unbounded), with the
+    bar's metrics (e.g. the loss) as a postfix.
+    """
+
+    def __init__(self, stage: str, unit: str = "batch"):
+        self.stage, self.unit = stage, unit
+        self.bar: tqdm | None = None
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if on_terminal() or not trainer.is_global_zero:
+            return
+        per_epoch, epochs = trainer.num_training_batches, trainer.max_epochs or -1
+        total = per_epoch * epochs if epochs > 0 and math.isfinite(per_epoch) else None
+        done = per_epoch * trainer.current_epoch if total else 0
+        self.bar = progress(total, self.stage, self.unit, initial=done)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self.bar is not None:
+            metrics = {k: f"{float(v):.3g}" for k, v in trainer.progress_bar_metrics.items()}
+            self.bar.set_postfix(metrics, refresh=False)
+            self.bar.update(1)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        self.on_train_end(trainer, pl_module)

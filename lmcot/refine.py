@@ -520,7 +520,8 @@ def _refine(cfg: DictConfig, art: artifacts.Artifact, kd: Path) -> dict[str, flo
     run_loggers = loggers.instantiate_loggers(cfg.get("logger"), stage="refine")
     loggers.log_safely(run_loggers, "log_hyperparams", loggers.hparams(cfg))
     trainer: pl.Trainer = instantiate(
-        cfg.trainer, default_root_dir=out, callbacks=[best, last],
+        cfg.trainer, default_root_dir=out,
+        callbacks=[best, last, loggers.LogProgress("refine", unit="step")],
         logger=loggers.guarded(run_loggers) or False,
         max_epochs=r.epochs, gradient_clip_val=None, num_sanity_val_steps=0, log_every_n_steps=1,
         accumulate_grad_batches=1,  # minibatches are the algorithm's (manual optimisation)

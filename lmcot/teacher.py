@@ -27,8 +27,9 @@ from rich.console import Console
 
 from lmcot.artifacts import artifact, is_rank_zero, write_atomic
 from lmcot.data.example import Example
-from lmcot.lm.base import LM, progress
+from lmcot.lm.base import LM
 from lmcot.metrics import exact_match
+from lmcot.progress import progress
 from lmcot.prompts import FewShotPrompt, split_rationale
 
 log = logging.getLogger(__name__)

@@ -2,6 +2,7 @@
 
 import gc
 import json
+import logging
 import weakref
 from pathlib import Path
 
@@ -20,15 +21,36 @@ TINY = ["debug=smoke", "student=tiny_llama", "data.num_train=12", "distill.val_e
 SC2 = "decoding.sc.num_samples=2"
 
 
+class Lines(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.lines = []
+
+    def emit(self, record):
+        self.lines.append(record.getMessage())
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """One tiny run of the default stages, shared by the tests that inspect or repeat it."""
+    """One tiny run of the default stages, shared by the tests that inspect or repeat it, with
+    the progress lines it logged (stderr is no terminal under pytest; a line per update)."""
     cfg = compose_cfg(tmp_path_factory.mktemp("train"), *TINY, SC2, config_name="train")
-    return cfg, train(cfg)
+    progress, lines = logging.getLogger("lmcot.progress"), Lines()
+    level = progress.level
+    progress.setLevel(logging.INFO)
+    progress.addHandler(lines)
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr("lmcot.progress.LOG_EVERY_S", 0.0)
+            metrics = train(cfg)
+    finally:
+        progress.removeHandler(lines)
+        progress.setLevel(level)
+    return cfg, metrics, lines.lines
 
 
 def test_train_writes_all_methods(trained):
-    cfg, metrics = trained
+    cfg, metrics, _ = trained
     results = json.loads(open(f"{cfg.paths.output_dir}/results.json").read())
     assert list(results["methods"]) == ["standard", "cot", "lm_guided_kd", "lm_guided_kd_sc",
                                         "lm_guided_rl", "lm_guided_rl_sc"]  # fmt: skip
@@ -43,8 +65,19 @@ def test_train_writes_all_methods(trained):
     assert isinstance(results["saved_calls"], int) and results["saved_calls"] >= 0
 
 
+def test_training_and_model_calls_log_their_progress_off_a_terminal(trained):
+    *_, lines = trained
+    for stage, unit in (("distill", "batch"), ("refine", "step")):
+        ends = [line for line in lines if line.startswith(f"{stage}: ")]
+        assert ends and unit in ends[-1] and "<" in ends[-1], lines  # count, elapsed<ETA, rate
+        done, total = ends[-1].split()[1].split("/")
+        assert done == total and int(total) > 0
+    assert any("loss=" in line for line in lines if line.startswith("distill: "))
+    assert any(line.startswith("CausalLM generate: ") for line in lines)  # the models' calls
+
+
 def test_rerun_reuses_teacher_checkpoint_and_caches(trained, monkeypatch):
-    cfg, _ = trained
+    cfg, _, _ = trained
     HydraConfig().set_config(cfg)
     teacher_file = teacher_path(cfg)
     before = teacher_file.read_text()
@@ -68,7 +101,7 @@ def test_rerun_reuses_teacher_checkpoint_and_caches(trained, monkeypatch):
 
 
 def test_evaluation_holds_one_student_at_a_time(trained, monkeypatch):
-    cfg, _ = trained
+    cfg, _, _ = trained
     HydraConfig().set_config(cfg)
     students, build = [], lmcot.evaluate.instantiate
 
@@ -86,7 +119,7 @@ def test_evaluation_holds_one_student_at_a_time(trained, monkeypatch):
 
 
 def test_rationale_quality_and_top_quality_are_reported(trained, tmp_path_factory):
-    cfg, _ = trained
+    cfg, _, _ = trained
     cheap = "quality.aspects=[relevance,readability,task]"
     again = compose_cfg(
         Path(cfg.paths.cache_dir).parent, *TINY, "stages=[evaluate]",

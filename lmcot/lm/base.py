@@ -6,13 +6,11 @@ Every call goes through an optional on-disk cache, so a re-run costs no model ca
 backends load lazily, does not even load the model.
 """
 
-import os
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field, replace
 
-from tqdm import tqdm
-
 from lmcot.lm.cache import ResponseCache
+from lmcot.progress import progress
 
 
 @dataclass(frozen=True)
@@ -53,17 +51,6 @@ class GenerationParams:
         if self.greedy:
             del fields["seed"], fields["top_p"]
         return fields
-
-
-def progress(total: int, desc: str, unit: str, initial: int = 0) -> tqdm:
-    """A progress bar with rate and ETA, tqdm as Lightning's training bar: one style.
-
-    Quiet when stderr is not a terminal, when there is nothing to do, or with ``TQDM_DISABLE=1``
-    (tqdm's own switch, which it ignores once ``disable`` is passed, so it is read here).
-    """
-    quiet = total == initial or os.environ.get("TQDM_DISABLE", "").lower() in ("1", "true")
-    return tqdm(total=total, initial=initial, desc=desc, unit=unit, leave=False,
-                disable=True if quiet else None)  # fmt: skip
 
 
 class UnsupportedByBackend(RuntimeError):
