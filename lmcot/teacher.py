@@ -320,14 +320,12 @@ def fill(store: RationaleStore, teacher, examples: list[Example], reader: LM | N
 
     One writer per file at a time: ``run_teacher`` holds a lock around this.
     """
-    pending = store.pending(examples)
-    done, written = len(examples) - len(pending), 0
+    pending, written = store.pending(examples), 0
+    done = len(examples) - len(pending)
     with progress(len(examples), "teacher", "question", initial=done) as bar:
         for chunk in _chunks(pending, getattr(teacher, "chunk_size", 64)):
             written += store.append(teacher(chunk, reader))
-            done += len(chunk)
             bar.update(len(chunk))
-            log.info("teacher: %d/%d questions done", done, len(examples))
     return written
 
 
