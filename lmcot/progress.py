@@ -5,8 +5,8 @@ On a terminal: tqdm bars (Lightning draws its own over training). Off a terminal
 rich bar draws nothing, so hours of training would leave no trace. There the same tqdm state
 (count, elapsed, ETA, rate) goes to the log as a line at most every :data:`LOG_EVERY_S` seconds
 and once more at the end, for loops that last longer than that (shorter ones stay silent, or
-every model call would add lines); Hydra writes it to the run's ``train.log`` too. Training loops get
-the same through :class:`lmcot.loggers.LogProgress`.
+every model call would add lines); Hydra writes it to the run's ``train.log`` too. Training
+loops get the same through :class:`lmcot.loggers.LogProgress`.
 """
 
 import logging
