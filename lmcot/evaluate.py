@@ -129,10 +129,13 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     quality_rows = []
     if cfg.evaluate.rationale_quality:
         summary["quality"], quality_rows = rationale_quality(cfg, reader, examples, predictions)
-    path = results.write(cfg.paths.output_dir, summary, predictions)
+        summary["quality_intervals"] = results.quality_intervals(quality_rows, seed=cfg.seed)
+    path = results.write(cfg.paths.output_dir, summary, predictions, quality_rows)
     log.info("wrote %s", path)
     results.print_table(summary)
     diagnostics.print_table(summary["diagnostics"])
+    if quality_rows:
+        results.print_quality_table(summary["quality_intervals"])
     metrics = results.logged_metrics(summary)
     run_loggers = loggers.instantiate_loggers(cfg.get("logger"), stage="evaluate")
     loggers.log_safely(run_loggers, "log_hyperparams", loggers.hparams(cfg))

@@ -6,13 +6,17 @@
 formatting failure of the reader, otherwise silent), ``vs_standard`` and ``vs_kd`` (paired
 difference of EM to standard prompting and to the KD student's greedy method over the same
 questions, with its interval), so that no ordering is read off numbers that the data does not
-separate.
+separate. With ``evaluate.rationale_quality`` the same holds for rationale quality: per-row
+scores go to ``quality.jsonl``, and ``quality_intervals.<method>`` carries the interval of the
+aggregate quality and its paired difference to the KD student's (``quality.<method>`` keeps the
+means).
 """
 
 import json
 from collections import defaultdict
 from dataclasses import asdict
 from pathlib import Path
+from statistics import fmean
 
 from rich.console import Console
 from rich.table import Table
@@ -58,6 +62,35 @@ def summarize(
     return summary
 
 
+def quality_intervals(
+    rows: list[dict], seed: int = 0, num_resamples: int = NUM_RESAMPLES
+) -> dict[str, dict]:
+    """Per method: the bootstrap interval of its mean aggregate quality, and the paired
+    difference to the KD student's aggregate over the questions both scored.
+
+    ``rows`` are per-rationale scores (``id``, ``method``, each aspect, ``aggregate``); a row
+    whose aggregate is None (no aspect applied) counts on neither side.
+    """
+    scored: dict[str, dict] = defaultdict(dict)
+    for r in rows:
+        if r["aggregate"] is not None:
+            scored[r["method"]][r["id"]] = r["aggregate"]
+    kd = scored.get(REFERENCES["vs_kd"], {})
+    intervals = {}
+    for method, by_id in scored.items():
+        values = list(by_id.values())
+        m = {"aggregate": fmean(values),
+             "aggregate_ci": list(bootstrap_ci(values, num_resamples, seed))}  # fmt: skip
+        shared = sorted(by_id.keys() & kd.keys()) if method != REFERENCES["vs_kd"] else []
+        if shared:
+            diff, ci = paired_bootstrap_diff(
+                {i: by_id[i] for i in shared}, {i: kd[i] for i in shared}, num_resamples, seed
+            )
+            m["vs_kd"] = {"diff": diff, "ci": list(ci), "n": len(shared)}
+        intervals[method] = m
+    return intervals
+
+
 def logged_metrics(results: dict) -> dict[str, float]:
     """The flat ``test/<method>/<metric>`` numbers a run logs and returns to a sweeper."""
     metrics = {}
@@ -67,12 +100,17 @@ def logged_metrics(results: dict) -> dict[str, float]:
     return metrics
 
 
-def write(output_dir: str | Path, results: dict, predictions: list[Prediction]) -> Path:
-    """Write ``results.json`` and ``predictions.jsonl`` into ``output_dir``; return the first."""
+def write(
+    output_dir: str | Path, results: dict, predictions: list[Prediction], quality: list[dict] = ()
+) -> Path:
+    """Write ``results.json``, ``predictions.jsonl`` and (when scored) ``quality.jsonl`` into
+    ``output_dir``; return the first."""
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     rows = "".join(json.dumps(asdict(p)) + "\n" for p in predictions)
     write_atomic(out / "predictions.jsonl", rows)
+    if quality:
+        write_atomic(out / "quality.jsonl", "".join(json.dumps(r) + "\n" for r in quality))
     path = out / "results.json"
     write_atomic(path, json.dumps(results, indent=2) + "\n")
     return path
@@ -102,3 +140,22 @@ def print_table(results: dict, console: Console | None = None) -> None:
     console.print(table)
     for note in results.get("notes", {}).values():
         console.print(f"[dim]note: {note}[/dim]")
+
+
+def print_quality_table(intervals: dict, console: Console | None = None) -> None:
+    """Aggregate rationale quality per method with its interval and its paired difference to KD."""
+    console = console or Console()
+    reference = REFERENCES["vs_kd"]
+    table = Table(
+        title="rationale quality",
+        caption="aggregate: the quality registry's aggregate of its aspects · per-aspect means: "
+        "results.json quality.<method> · per rationale: quality.jsonl",
+    )
+    table.add_column("method", no_wrap=True)
+    table.add_column("aggregate [95% CI]", justify="right")
+    table.add_column(f"− {reference} [95% CI]", justify="right")
+    for name, m in intervals.items():
+        vs = m.get("vs_kd")
+        diff = _interval(vs["diff"], vs["ci"], signed=True) if vs else ""
+        table.add_row(name, _interval(m["aggregate"], m["aggregate_ci"]), diff)
+    console.print(table)

@@ -1,4 +1,5 @@
-"""results.json carries intervals, empty answers and the paired difference to standard."""
+"""results.json carries intervals, empty answers and the paired difference to standard (and,
+for rationale quality, to KD)."""
 
 import io
 
@@ -6,7 +7,7 @@ import pytest
 from rich.console import Console
 
 from lmcot.methods import Prediction
-from lmcot.results import print_table, summarize
+from lmcot.results import print_quality_table, print_table, quality_intervals, summarize
 
 
 def rows(method, ems, predictions=None):
@@ -60,3 +61,32 @@ def test_printed_table_shows_intervals_and_empty_answers():
     lo, hi = summary["cot"]["vs_standard"]["ci"]
     assert f"+0.250 [{lo:+.3f}, {hi:+.3f}]" in text
     assert "0.250 [" in text and "empty" in text
+
+
+def scored(method, aggregates):
+    return [{"id": f"q{i}", "method": method, "readability": 0.5, "aggregate": a}
+            for i, a in enumerate(aggregates)]  # fmt: skip
+
+
+def test_quality_carries_its_interval_and_paired_difference_to_kd():
+    kd = scored("lm_guided_kd", [4.0, 5.0, 3.0, 6.0, None])
+    rl = scored("lm_guided_rl", [4.5, 5.5, 2.0, 6.5, 9.0])  # q4: KD scored nothing there
+    cot = scored("cot", [None, None, None, None, None])  # no aspect applied anywhere
+    intervals = quality_intervals(kd + rl + cot, seed=0, num_resamples=500)
+    assert set(intervals) == {"lm_guided_kd", "lm_guided_rl"}
+    assert intervals["lm_guided_kd"]["aggregate"] == pytest.approx(4.5)
+    assert "vs_kd" not in intervals["lm_guided_kd"]
+    lo, hi = intervals["lm_guided_kd"]["aggregate_ci"]
+    assert 3.0 <= lo <= 4.5 <= hi <= 6.0
+    vs = intervals["lm_guided_rl"]["vs_kd"]  # paired over q0-q3 only: +.5 +.5 -1 +.5
+    assert (vs["diff"], vs["n"]) == (pytest.approx(0.125), 4)
+    assert vs["ci"][0] < 0.125 < vs["ci"][1] and vs["ci"][0] >= -1 and vs["ci"][1] <= 0.5
+    out = io.StringIO()
+    print_quality_table(intervals, Console(file=out, width=200))
+    assert "− lm_guided_kd [95% CI]" in out.getvalue()
+    assert f"+0.125 [{vs['ci'][0]:+.3f}, {vs['ci'][1]:+.3f}]" in out.getvalue()
+
+
+def test_quality_without_kd_has_intervals_but_no_difference():
+    intervals = quality_intervals(scored("cot", [1.0, 2.0]), num_resamples=100)
+    assert intervals["cot"]["aggregate"] == 1.5 and "vs_kd" not in intervals["cot"]

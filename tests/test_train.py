@@ -137,6 +137,12 @@ def test_rationale_quality_and_top_quality_are_reported(trained, tmp_path_factor
     for means in results["quality"].values():
         assert set(means) == {"relevance", "readability", "task", "aggregate"}
         assert 0 <= means["readability"] <= 1
+    rows = [json.loads(line) for line in open(f"{again.paths.output_dir}/quality.jsonl")]
+    assert len(rows) == 5 * 4 and {r["method"] for r in rows} == set(results["quality"])
+    intervals = results["quality_intervals"]
+    assert "vs_kd" in intervals["lm_guided_rl"] and "vs_kd" not in intervals["lm_guided_kd"]
+    kd = intervals["lm_guided_kd"]
+    assert kd["aggregate"] == pytest.approx(results["quality"]["lm_guided_kd"]["aggregate"])
 
 
 def test_interrupted_distillation_resumes_from_the_last_checkpoint(cfg_factory, monkeypatch):
