@@ -160,8 +160,8 @@ class LogProgress(pl.Callback):
     """Training progress of a Lightning stage in the log, when no terminal shows its bar.
 
     Counts training batches over all epochs (micro-batches where gradients accumulate; a resumed
-    run starts at its epoch; no total, so no ETA, when the epochs are unbounded), with the
-    bar's metrics (e.g. the loss) as a postfix.
+    run starts where its checkpoint was; no total, so no ETA, when the epochs are unbounded),
+    with the bar's metrics (e.g. the loss) as a postfix.
     """
 
     def __init__(self, stage: str, unit: str = "batch"):
@@ -173,7 +173,7 @@ class LogProgress(pl.Callback):
             return
         per_epoch, epochs = trainer.num_training_batches, trainer.max_epochs or -1
         total = per_epoch * epochs if epochs > 0 and math.isfinite(per_epoch) else None
-        done = per_epoch * trainer.current_epoch if total else 0
+        done = trainer.fit_loop.epoch_loop.batch_progress.total.ready  # restored on a resume
         self.bar = progress(total, self.stage, self.unit, initial=done)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:

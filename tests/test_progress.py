@@ -6,6 +6,10 @@ import sys
 from types import SimpleNamespace
 
 import pytest
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import ModelCheckpoint
+from torch.utils.data import DataLoader
 
 from lmcot import progress as progress_module
 from lmcot.loggers import LogProgress
@@ -58,37 +62,73 @@ def test_a_terminal_gets_a_bar_and_no_log_lines(caplog, monkeypatch):
     assert logged(caplog) == [] and "teacher: " in sys.stderr.getvalue()
 
 
-def trainer(**kw) -> SimpleNamespace:
-    fields = dict(num_training_batches=5, max_epochs=3, current_epoch=0, is_global_zero=True,
-                  progress_bar_metrics={"train/loss": 0.25})  # fmt: skip
-    return SimpleNamespace(**(fields | kw))
+class Linear(pl.LightningModule):
+    """Five batches an epoch; raises at global step ``crash_at`` (a killed run)."""
+
+    def __init__(self, crash_at: int = -1):
+        super().__init__()
+        self.layer, self.crash_at = torch.nn.Linear(2, 1), crash_at
+
+    def training_step(self, batch, batch_idx):
+        if self.global_step == self.crash_at:
+            raise RuntimeError("killed")
+        loss = self.layer(batch).pow(2).mean()
+        self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
 
 
-@pytest.mark.parametrize(
-    "kw,start,total",
-    [
-        ({}, 0, 15),
-        ({"current_epoch": 2}, 10, 15),  # resumed in its third epoch
-        ({"max_epochs": -1}, 0, None),  # unbounded: a count and a rate, no ETA
-    ],
-)
-def test_training_progress_counts_batches_over_all_epochs(caplog, monkeypatch, kw, start, total):
+def fit(tmp_path, model, max_epochs=2):
+    last = tmp_path / "last.ckpt"
+    trainer = pl.Trainer(
+        max_epochs=max_epochs, logger=False, enable_progress_bar=False,
+        enable_model_summary=False, default_root_dir=tmp_path,
+        callbacks=[LogProgress("distill"), ModelCheckpoint(dirpath=tmp_path, save_top_k=0,
+                                                           save_last=True, every_n_train_steps=1)],
+    )  # fmt: skip
+    data = DataLoader(torch.randn(5, 2), batch_size=1)
+    trainer.fit(model, data, ckpt_path=last if last.exists() else None)
+
+
+def test_training_progress_counts_batches_over_all_epochs_and_resumes(caplog, monkeypatch,
+                                                                      tmp_path):  # fmt: skip
     caplog.set_level(logging.INFO)
     monkeypatch.setattr(progress_module, "LOG_EVERY_S", 0.0)
-    callback, t = LogProgress("distill"), trainer(**kw)
-    callback.on_train_start(t, None)
-    assert (callback.bar.n, callback.bar.total) == (start, total)
-    callback.on_train_batch_end(t, None, None, None, 0)
-    callback.on_train_end(t, None)
-    assert callback.bar is None
-    assert logged(caplog)[-1].startswith(f"distill: {start + 1}")
-    assert "train/loss=0.25" in logged(caplog)[-1]
+    with pytest.raises(RuntimeError, match="killed"):
+        fit(tmp_path, Linear(crash_at=7))
+    killed = logged(caplog)
+    assert killed[0] == "distill: 0/10 [00:00<?, ?batch/s]" and killed[-1].startswith(
+        "distill: 7/10"
+    )
+    assert "train/loss=" in killed[-1]  # the bar's metrics ride along
+    caplog.clear()
+    fit(tmp_path, Linear())  # resumed from the last checkpoint, in its second epoch
+    resumed = logged(caplog)
+    assert resumed[0].startswith("distill: 7/10") and resumed[-1].startswith("distill: 10/10")
+
+
+def test_unbounded_epochs_log_a_count_and_a_rate_without_eta(caplog, monkeypatch, tmp_path):
+    caplog.set_level(logging.INFO)
+    monkeypatch.setattr(progress_module, "LOG_EVERY_S", 0.0)
+    callback = LogProgress("distill")
+    trainer = SimpleNamespace(
+        num_training_batches=5,
+        max_epochs=-1,
+        is_global_zero=True,
+        progress_bar_metrics={},
+        fit_loop=pl.Trainer(logger=False).fit_loop,
+    )
+    callback.on_train_start(trainer, None)
+    assert (callback.bar.n, callback.bar.total) == (0, None)
+    callback.on_train_end(trainer, None)
 
 
 def test_training_progress_stays_off_a_terminal_and_off_other_ranks(monkeypatch):
     callback = LogProgress("refine", unit="step")
-    callback.on_train_start(trainer(is_global_zero=False), None)
+    callback.on_train_start(SimpleNamespace(is_global_zero=False), None)
     assert callback.bar is None
     monkeypatch.setattr(sys, "stderr", Terminal())  # Lightning draws its own bar there
-    callback.on_train_start(trainer(), None)
+    callback.on_train_start(SimpleNamespace(is_global_zero=True), None)
     assert callback.bar is None
