@@ -49,7 +49,9 @@ def progress(total: int | None, desc: str, unit: str, initial: int = 0) -> tqdm:
         return tqdm(total=total, initial=initial, disable=True)
     if on_terminal():
         return tqdm(total=total, initial=initial, desc=desc, unit=unit, leave=False)
+    # miniters=1: tqdm's monitor thread re-prints a bar with adaptive miniters whenever 10 s
+    # pass without a print, which in a log repeats the last line with nothing new
     return tqdm(
         total=total, initial=initial, desc=desc, unit=unit, file=_LogLines(), disable=False,
-        position=0, delay=LOG_EVERY_S, mininterval=LOG_EVERY_S, bar_format=LOG_FORMAT,
+        position=0, delay=LOG_EVERY_S, mininterval=LOG_EVERY_S, miniters=1, bar_format=LOG_FORMAT,
     )  # fmt: skip

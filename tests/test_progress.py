@@ -40,6 +40,14 @@ def test_a_loop_longer_than_the_interval_logs_count_eta_and_rate(caplog, monkeyp
     assert lines[-1].startswith("teacher: 3/3 [00:00<00:00, ") and "question" in lines[-1]
 
 
+def test_a_logged_bar_prints_only_on_updates():
+    """tqdm's monitor thread refreshes a bar whose adaptive ``miniters`` grew past 1 when 10 s
+    pass without a print: in a log, the same count again with nothing new."""
+    with progress(3, "distill", "batch") as bar:
+        bar.update(1)
+        assert bar.miniters == 1 and not bar.dynamic_miniters  # what the monitor checks
+
+
 def test_a_short_loop_logs_nothing(caplog):
     caplog.set_level(logging.INFO)
     run(3)  # well under LOG_EVERY_S: every model call would otherwise add lines
