@@ -181,6 +181,8 @@ class LogProgress(pl.Callback):
             metrics = {k: f"{float(v):.3g}" for k, v in trainer.progress_bar_metrics.items()}
             self.bar.set_postfix(metrics, refresh=False)
             self.bar.update(1)
+            if self.bar.n == self.bar.total:  # its last line: before the closing validation
+                self.on_train_end(trainer, pl_module)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.bar is not None:

@@ -27,12 +27,18 @@ def on_terminal() -> bool:
 
 
 class _LogLines:
-    """A file for tqdm that turns each redraw into a log record (blank redraws are dropped)."""
+    """A file for tqdm that turns each redraw into a log record; blank redraws, and a redraw at
+    the count of the last line (a bar closed right after it printed), are dropped."""
+
+    def __init__(self):
+        self.last_count = ""
 
     def write(self, text: str) -> int:
         line = text.strip("\r\n ")
-        if line:
+        count = line.split(" [", 1)[0]  # "desc: n/total"
+        if line and count != self.last_count:
             log.info(line)
+            self.last_count = count
         return len(text)
 
     def flush(self) -> None:

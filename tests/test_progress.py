@@ -38,6 +38,7 @@ def test_a_loop_longer_than_the_interval_logs_count_eta_and_rate(caplog, monkeyp
     lines = logged(caplog)
     assert lines[0] == "teacher: 0/3 [00:00<?, ?question/s]"
     assert lines[-1].startswith("teacher: 3/3 [00:00<00:00, ") and "question" in lines[-1]
+    assert len(lines) == 4  # closing repeats the last count: dropped
 
 
 def test_a_logged_bar_prints_only_on_updates():
