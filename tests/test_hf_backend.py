@@ -3,7 +3,7 @@
 import pytest
 from transformers import LlamaConfig, T5Config
 
-from lmcot.lm.base import GenerationParams
+from lmcot.lm.base import GenerationParams, resumed
 from lmcot.lm.gguf import dequantized_copy
 from lmcot.lm.hf import CausalLM, Seq2SeqLM
 
@@ -89,3 +89,32 @@ def test_smollm2_reader_answers_and_stops(tokenizer_dir):
     true, false = shots + "Is Paris in France? Answer:", shots + "Is Paris in Japan? Answer:"
     yes_t, no_t, yes_f, no_f = reader.logprobs([true, true, false, false], [" yes", " no"] * 2)
     assert yes_t - no_t > yes_f - no_f  # the log-odds of "yes" follow the facts
+
+
+def test_a_sample_is_a_function_of_its_key_not_of_its_batch(tokenizer_dir):
+    """The same (prompt, sample index, seed) gives the same sample alone, beside other prompts,
+    in other batch sizes, with or without prefix reuse, and drawn as a later sample of a call."""
+    params = GenerationParams(max_new_tokens=8, temperature=1.0, seed=7)
+    reference = tiny_causal(tokenizer_dir, batch_size=1).generate([PROMPTS[0]], params, n=3)[0]
+    assert len(set(reference)) > 1
+    for kw in ({"batch_size": 8}, {"batch_size": 2, "prefix_reuse": False}):
+        out = tiny_causal(tokenizer_dir, **kw).generate([PROMPTS[2], *PROMPTS[:2]], params, n=3)
+        assert out[1] == reference, kw
+    # samples 1 and 2 drawn by themselves (as adaptive SC's later rounds do) are the same ones
+    later = tiny_causal(tokenizer_dir)._generate([PROMPTS[0]], resumed(params, 1), 2)[0]
+    assert later == reference[1:]
+    t5 = [tiny_t5(tokenizer_dir, batch_size=b).generate(PROMPTS, params, n=2) for b in (1, 8)]
+    assert t5[0] == t5[1]
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_generation_leaves_the_global_rng_where_it_was(tokenizer_dir, temperature):
+    """Training shuffles and initialises from torch's global RNG: a model call (distillation's
+    validation EM, a reader loading its random weights) must not move it."""
+    import torch
+
+    lm = tiny_causal(tokenizer_dir)
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    lm.generate(PROMPTS, GenerationParams(max_new_tokens=4, temperature=temperature))
+    assert torch.equal(torch.get_rng_state(), before)

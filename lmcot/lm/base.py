@@ -67,16 +67,30 @@ def cut_at_stop(text: str, stop: tuple[str, ...]) -> str:
     return text[: min(ends)] if ends else text
 
 
+SAMPLE_STRIDE = 1_000_003  # sample i of a prompt draws with seed + SAMPLE_STRIDE * i
+
+
+def sample_seed(params: GenerationParams, index: int) -> int:
+    """The seed sample ``index`` of a prompt draws with: local backends seed each sample from
+    it (:mod:`lmcot.lm.sampling`), so a sample is a function of its cache key.
+
+    >>> sample_seed(GenerationParams(temperature=1.0, seed=3), 2)
+    2000009
+    """
+    return params.seed + SAMPLE_STRIDE * index
+
+
 def resumed(params: GenerationParams, first: int) -> GenerationParams:
     """``params`` for drawing samples ``first, first + 1, ...`` of a prompt whose earlier samples
-    are cached: another seed (the same for ``first=0``), or a seeded backend would draw the
-    cached samples again. (The cache keys keep ``params``: sample ``first`` is filed under its
-    index and the run's seed.)
+    are cached: the seed of sample ``first`` (the same for ``first=0``), or a seeded backend
+    would draw the cached samples again; sample ``first + j`` of the call then has
+    ``sample_seed(params, first + j)``. (The cache keys keep ``params``: sample ``first`` is
+    filed under its index and the run's seed.)
 
     >>> resumed(GenerationParams(temperature=1.0, seed=3), first=2).seed
     2000009
     """
-    return replace(params, seed=params.seed + 1_000_003 * first)
+    return replace(params, seed=sample_seed(params, first))
 
 
 class LM(ABC):

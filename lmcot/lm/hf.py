@@ -21,16 +21,17 @@ from transformers import (
     PretrainedConfig,
 )
 
-from lmcot.lm.base import LM, GenerationParams, cut_at_stop
+from lmcot.lm.base import LM, GenerationParams, cut_at_stop, sample_seed
 from lmcot.lm.fingerprint import model_fingerprint
 from lmcot.lm.messages import canonical, chat_messages
 from lmcot.lm.prefix import common_prefix_length, extend, repeated, shared_groups
+from lmcot.lm.sampling import keyed_sampling, row_seed, seeded
 
 log = logging.getLogger(__name__)
 
 
 def sampling(params: GenerationParams) -> dict:
-    """``generate``'s decoding arguments: greedy, or sampling with the params' knobs."""
+    """``generate``'s own decoding arguments (RL rollouts: the caller seeds the global RNG)."""
     if params.greedy:
         return {"do_sample": False}
     return {"do_sample": True, "temperature": params.temperature, "top_p": params.top_p}
@@ -44,7 +45,8 @@ class HFModel(LM):
         tokenizer: where the tokenizer comes from, when not from ``name_or_path``.
         model_config: a transformers config (e.g. a ``T5Config`` node): build the model from it
             with random weights instead of loading ``name_or_path``.
-        seed: seeds those random weights (and names them in the cache key).
+        seed: seeds those random weights (and names them in the cache key) and fresh LoRA
+            adapters; drawn on a forked RNG, so what ran before in the process does not matter.
         dtype: ``float32``, ``bfloat16``, ``float16`` or ``auto``.
         device: ``auto`` picks CUDA when present.
         batch_size: prompts per forward pass (times n samples).
@@ -133,22 +135,22 @@ class HFModel(LM):
         )
         if tok.pad_token is None:
             tok.pad_token = tok.eos_token
-        if self.model_config is not None:
-            torch.manual_seed(self.seed)
-            model = self.auto_class.from_config(self.model_config)
-            # a fresh config knows nothing of the tokenizer; generation needs these ids
-            for conf in (model.config, model.generation_config):
-                conf.pad_token_id = tok.pad_token_id
-                if model.config.is_encoder_decoder:
-                    conf.decoder_start_token_id = tok.pad_token_id
-        else:
-            model = self.auto_class.from_pretrained(
-                self.name_or_path, dtype=self.dtype, trust_remote_code=self.trust_remote_code
-            )
-        if self.lora:
-            from peft import LoraConfig, get_peft_model
+        with seeded(self.seed):  # random weights and fresh adapters, whatever ran before
+            if self.model_config is not None:
+                model = self.auto_class.from_config(self.model_config)
+                # a fresh config knows nothing of the tokenizer; generation needs these ids
+                for conf in (model.config, model.generation_config):
+                    conf.pad_token_id = tok.pad_token_id
+                    if model.config.is_encoder_decoder:
+                        conf.decoder_start_token_id = tok.pad_token_id
+            else:
+                model = self.auto_class.from_pretrained(
+                    self.name_or_path, dtype=self.dtype, trust_remote_code=self.trust_remote_code
+                )
+            if self.lora:
+                from peft import LoraConfig, get_peft_model
 
-            model = get_peft_model(model, LoraConfig(**self.lora))
+                model = get_peft_model(model, LoraConfig(**self.lora))
         self._tokenizer, self._model = tok, model.to(self.device).eval()
 
     def messages(self, prompt: str) -> list[dict]:
@@ -177,15 +179,30 @@ class HFModel(LM):
             batch = self.tokenizer([texts[i] for i in idx], return_tensors="pt", padding=True)
             yield idx, batch.to(self.device)
 
+    def decoding(self, params: GenerationParams, prompts: list[str], n: int) -> dict:
+        """``generate``'s decoding arguments for ``n`` rows per prompt, prompt-major: greedy, or
+        each row drawn from its own generator seeded by its key (:mod:`lmcot.lm.sampling`)."""
+        if params.greedy:
+            return {"do_sample": False}
+        seeds = [row_seed(self.cache_prompt(p), sample_seed(params, j))
+                 for p in prompts for j in range(n)]  # fmt: skip
+        return keyed_sampling(params, seeds, self.model.generation_config.top_k)
+
     @torch.inference_mode()
     def _generate(self, prompts: list[str], params: GenerationParams, n: int) -> list[list[str]]:
-        torch.manual_seed(params.seed)
         out: list[list[str]] = [[] for _ in prompts]
         for idx, batch in self._batches(prompts):
-            # a decoder-only generate prefills each of the n copies; an encoder runs once
-            copies = 1 if self.model.config.is_encoder_decoder else n
-            self.prefill_tokens += batch["input_ids"].numel() * copies
-            generated = self._sample(batch, params, n)
+            # n copies of each row, each drawing its own sample (an encoder runs per copy too)
+            batch = {k: v.repeat_interleave(n, 0) for k, v in batch.items()}
+            self.prefill_tokens += batch["input_ids"].numel()
+            generated = self.model.generate(
+                **batch,
+                max_new_tokens=params.max_new_tokens,
+                stop_strings=list(params.stop) or None,
+                tokenizer=self.tokenizer,
+                pad_token_id=self.tokenizer.pad_token_id,
+                **self.decoding(params, [prompts[i] for i in idx], n),
+            )
             texts = self.tokenizer.batch_decode(
                 self._new_tokens(generated, batch), skip_special_tokens=True
             )
@@ -194,8 +211,8 @@ class HFModel(LM):
         return out
 
     def _sample(self, batch, params: GenerationParams, n: int, **overrides) -> torch.Tensor:
-        """One ``generate`` of ``n`` samples per row: greedy, or sampled with the params' knobs
-        (``overrides``: further ``generate`` arguments)."""
+        """One ``generate`` of ``n`` samples per row from ``generate``'s own sampling on the
+        global RNG, which the RL step seeds (``overrides``: further ``generate`` arguments)."""
         return self.model.generate(
             **batch,
             max_new_tokens=params.max_new_tokens,
@@ -330,7 +347,6 @@ class CausalLM(HFModel):
     def _generate(self, prompts: list[str], params: GenerationParams, n: int) -> list[list[str]]:
         if not self.prefix_reuse:
             return super()._generate(prompts, params, n)
-        torch.manual_seed(params.seed)
         rows = self.tokenizer([self.format(p) for p in prompts])["input_ids"]
         pad = self.tokenizer.pad_token_id
         out: list[list[str]] = [[] for _ in prompts]
@@ -358,7 +374,7 @@ class CausalLM(HFModel):
                 stop_strings=list(params.stop) or None,
                 tokenizer=self.tokenizer,
                 pad_token_id=pad,
-                **sampling(params),
+                **self.decoding(params, [prompts[i] for i in idx], n),
             )
             texts = self.tokenizer.batch_decode(
                 generated[:, ids.shape[1] :], skip_special_tokens=True
