@@ -160,17 +160,19 @@ class MultiHopDataModule(pl.LightningDataModule):
         pairs_val: held-out pairs, for the validation loss.
         collate: a :class:`PairCollator`.
         batch_size: pairs per optimiser micro-step.
+        seed: seeds the shuffle with a generator of its own, so the order of every epoch
+            follows from it alone (not from what else drew from torch's global RNG).
     """
 
-    def __init__(self, pairs_train, pairs_val, collate, batch_size: int = 8):
+    def __init__(self, pairs_train, pairs_val, collate, batch_size: int = 8, seed: int = 0):
         super().__init__()
         self.pairs_train, self.pairs_val = pairs_train, pairs_val
         self.collate, self.batch_size = collate, batch_size
+        self.shuffle = torch.Generator().manual_seed(seed)
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(
-            self.pairs_train, self.batch_size, shuffle=True, collate_fn=self.collate
-        )  # fmt: skip
+        return DataLoader(self.pairs_train, self.batch_size, shuffle=True,
+                          collate_fn=self.collate, generator=self.shuffle)  # fmt: skip
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(self.pairs_val, self.batch_size, collate_fn=self.collate)
@@ -249,6 +251,33 @@ class DistillModule(pl.LightningModule):
                 k: v for k, v in checkpoint["state_dict"].items() if k in trainable
             }
 
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        check_trained_keys(self, checkpoint["state_dict"], "the checkpoint resumed from")
+
+
+def check_trained_keys(module: torch.nn.Module, state: dict, source: str) -> None:
+    """Fail unless ``state`` holds every trained parameter of ``module`` and nothing unknown.
+
+    Checkpoints hold the trained parameters only (LoRA: the adapters), so they are loaded with
+    ``strict=False``; without this check a renamed or missing key would leave the weights as
+    they were and export the last step as if it were the best.
+    """
+    names = set(module.state_dict())
+    lacking = sorted(n for n, p in module.named_parameters() if p.requires_grad and n not in state)
+    unknown = sorted(set(state) - names)
+    if lacking or unknown:
+        raise RuntimeError(
+            f"{source} does not fit the model: {len(lacking)} trained parameters missing "
+            f"(e.g. {lacking[:3]}), {len(unknown)} unknown keys (e.g. {unknown[:3]})"
+        )
+
+
+def load_trained(module: torch.nn.Module, path: str) -> None:
+    """Load a checkpoint's trained parameters into ``module``, checked key by key."""
+    state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+    check_trained_keys(module, state, path)
+    module.load_state_dict(state, strict=False)
+
 
 @torch.no_grad()
 def reader_em(
@@ -318,7 +347,7 @@ def _distill(cfg: DictConfig, art: Artifact) -> dict[str, float]:
     pairs_train, counts_train = pairs([r for r in rows if r["id"] not in val_ids])
     pairs_val, counts_val = pairs([r for r in rows if r["id"] in val_ids])
     micro, accumulate = micro_batches(cfg.distill.batch_size, cfg.distill.micro_batch_size)
-    datamodule = MultiHopDataModule(pairs_train, pairs_val, collate, micro)
+    datamodule = MultiHopDataModule(pairs_train, pairs_val, collate, micro, seed=cfg.seed)
     val_examples = [examples[i] for i in sorted(val_ids)][: cfg.distill.val_em_limit]
     module = DistillModule(
         student,
@@ -343,10 +372,8 @@ def _distill(cfg: DictConfig, art: Artifact) -> dict[str, float]:
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     metrics |= {k: float(counts_train[k] + counts_val[k]) for k in counts_train}
-    best = checkpoints.best_model_path
-    if best:  # export the best weights, not the last
-        state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
-        module.load_state_dict(state, strict=not module.lora)
+    if checkpoints.best_model_path:  # export the best weights, not the last
+        load_trained(module, checkpoints.best_model_path)
     metrics = {f"distill/{k.replace('/', '_')}": v for k, v in metrics.items()}
     if trainer.is_global_zero:  # one writer under DDP/FSDP
         export(student, art, metrics)

@@ -22,9 +22,9 @@ Safety rails:
   a non-finite loss stops it too, before it can reach the weights.
 
 Dropout stays off during RL (the model is kept in eval mode): the PPO ratio must compare the
-policy that sampled with the one being updated. Every step seeds its own RNG from
-(seed, step, rank), so a resumed run draws the same questions and samples as an uninterrupted
-one without restoring generator states.
+policy that sampled with the one being updated. Every step draws from torch's RNG forked and
+seeded from (seed, step, rank), so a resumed run draws the same questions and samples as an
+uninterrupted one without restoring generator states, and the global state is left untouched.
 """
 
 import json
@@ -44,9 +44,10 @@ from torch.utils.data import DataLoader
 
 from lmcot import artifacts, loggers, rl
 from lmcot.data.example import Example
-from lmcot.distill import export
+from lmcot.distill import check_trained_keys, export, load_trained
 from lmcot.lm.base import LM, GenerationParams
 from lmcot.lm.hf import HFModel
+from lmcot.lm.sampling import seeded
 from lmcot.metrics import exact_match
 from lmcot.prompts import FewShotPrompt, extract_answer, fit_prompts, token_counter
 from lmcot.rewards.registry import RewardRegistry
@@ -309,7 +310,13 @@ class RefineModule(pl.LightningModule):
     def training_step(self, _batch, batch_idx: int) -> None:
         self.model.eval()  # Lightning switches to train mode each epoch; dropout stays off
         rank = self.trainer.global_rank
-        torch.manual_seed(self.seed * 1_000_003 + self.rl_step * 1_009 + rank)
+        # the step's samples and minibatch shuffles, without moving the global RNG
+        with seeded(self.seed * 1_000_003 + self.rl_step * 1_009 + rank, self.device):
+            self.rollout_and_update()
+        self.rl_step += 1
+
+    def rollout_and_update(self) -> None:
+        """Roll out, score, compute advantages and update: one RL step."""
         examples = self.step_examples()
         prompts, _ = fit_prompts(self.rationale_prompt, examples, self.count_tokens)
         k = self.algorithm.group_size
@@ -347,7 +354,6 @@ class RefineModule(pl.LightningModule):
         self.algorithm.kl.update(kl, n_steps=len(rewards))
         self.log_step(scores, rewards, valid, kl, entropy, chosen, stats)
         self.maybe_log_table(examples, out["texts"], scores, rewards)
-        self.rl_step += 1
 
     def update(self, batch: Batch, forward: tuple | None = None) -> dict[str, float]:
         """Several epochs of clipped updates over shuffled minibatches; mean stats.
@@ -440,6 +446,7 @@ class RefineModule(pl.LightningModule):
         checkpoint["refine"] = {"step": self.rl_step, "kl": self.algorithm.kl.state_dict()}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        check_trained_keys(self, checkpoint["state_dict"], "the checkpoint resumed from")
         self.rl_step = checkpoint["refine"]["step"]
         self.algorithm.kl.load_state_dict(checkpoint["refine"]["kl"])
 
@@ -533,8 +540,7 @@ def _refine(cfg: DictConfig, art: artifacts.Artifact, kd: Path) -> dict[str, flo
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     if best.best_model_path:  # export the policy with the best validation EM, not the last
-        state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)
-        module.load_state_dict(state["state_dict"], strict=False)
+        load_trained(module, best.best_model_path)
     metrics = {f"refine/{k.replace('/', '_')}": v for k, v in metrics.items()}
     if trainer.is_global_zero:  # one writer under DDP/FSDP
         export(student, art, metrics)

@@ -95,3 +95,18 @@ def test_cli_default_reader_subprocess(tmp_path):
     assert "stand-in" in results["notes"]["reader"]
     assert "standard" in proc.stdout and "EM" in proc.stdout  # the rich table
     assert (tmp_path / ".hydra" / "config.yaml").exists()
+
+
+def test_a_repeated_question_is_answered_once_and_counted(cfg_factory, tmp_path):
+    """Two rows with the same question and context under other ids: one reader answer serves
+    both in every method, and results.json counts the answers saved."""
+    row = json.loads(HOTPOT_SAMPLE.read_text())[0]
+    path = tmp_path / "twice.json"
+    path.write_text(json.dumps([row, {**row, "_id": row["_id"] + "-again"}]))
+    cfg = cfg_factory("debug=smoke", "data=hotpotqa", f"data.path={path}")
+    evaluate(cfg)
+    results, rows = read_results(cfg)
+    assert results["saved_calls"] == 2  # standard's and CoT's second prompt
+    for method in ("standard", "cot"):
+        a, b = (r["prediction"] for r in rows if r["method"] == method)
+        assert a == b

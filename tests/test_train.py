@@ -62,7 +62,6 @@ def test_train_writes_all_methods(trained):
     assert len(guided) == 16 and all(isinstance(r["rationale"], str) for r in guided)
     # SC draws k = 2 per question; greedy methods draw no samples; duplicates are counted
     assert results["samples_used"] == {"lm_guided_kd_sc": 2.0, "lm_guided_rl_sc": 2.0}
-    assert isinstance(results["saved_calls"], int) and results["saved_calls"] >= 0
 
 
 def test_training_and_model_calls_log_their_progress_off_a_terminal(trained):
