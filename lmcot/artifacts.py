@@ -6,7 +6,9 @@ is a hash of exactly what determines the output, and of nothing else:
 
 - the training rows themselves (their content, not the config fields that selected them), so
   evaluation-only fields (``data.limit``, ``data.num_examples``) never retrain anything;
-- the prompt text the stage renders (the whole prompt node, not only its version);
+- the prompt text the stage renders (the whole prompt node, not only its version; a training
+  stage leaves out the prompt's ``generation``, which only decides what is generated from it
+  later, except the stop strings that end RL rollouts);
 - every model by content fingerprint (:mod:`lmcot.lm.fingerprint`), never by path;
 - the stage's own config and the trainer settings that change the weights
   (:data:`WEIGHT_KNOBS`; progress bars, loggers, accelerator and checkpoint paths stay out);
@@ -215,15 +217,33 @@ def teacher_artifact(cfg: DictConfig) -> Artifact:
     return _artifact(cfg, "teacher", f"{cfg.data._target_.split('.')[-2]}-{name}", inputs)
 
 
+def trained_prompt(node) -> dict:
+    """A prompt node as a training key sees it: without ``generation``, which decides only
+    what is later generated from the prompt (distillation's logged EM, evaluation's rationale
+    length), not what is trained on it."""
+    prompt = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+    return {k: v for k, v in prompt.items() if k != "generation"}
+
+
+def rollout_generation(cfg: DictConfig) -> dict:
+    """The rationale prompt's generation settings that RL rollouts and validation keep (stop
+    strings, top-p); length and temperature come from ``refine`` itself."""
+    generation = OmegaConf.to_container(cfg.prompts.rationale.generation, resolve=True)
+    return {k: v for k, v in generation.items() if k not in ("max_new_tokens", "temperature")}
+
+
 def distill_artifact(cfg: DictConfig) -> Artifact:
     """The distilled student: its teacher's rationales, the student model, the rationale prompt
-    the student reads, the distillation config and the trainer knobs that change weights."""
+    the student reads (not its generation settings), the distillation config and the trainer
+    knobs that change weights."""
     distill = OmegaConf.to_container(cfg.distill, resolve=True)
     distill.pop("val_em_limit", None)  # a logged metric; checkpoints are chosen on val/loss
+    for name in ("prompt", "answer_prompt"):
+        distill[name] = trained_prompt(distill[name])
     inputs = {
         "teacher": teacher_artifact(cfg).key,
         "student": model_identity(cfg.student),
-        "prompt": OmegaConf.to_container(cfg.prompts.rationale, resolve=True),
+        "prompt": trained_prompt(cfg.prompts.rationale),
         "distill": distill,
         "trainer": trainer_knobs(cfg),
         "seed": cfg.seed,
@@ -233,10 +253,14 @@ def distill_artifact(cfg: DictConfig) -> Artifact:
 
 def refine_artifact(cfg: DictConfig) -> Artifact:
     """The RL-refined student: its KD student, the algorithm, the reward (aspects, weights,
-    scorers) and the reader that answers for the task reward and the validation EM."""
+    scorers), the rollouts' stop strings and the reader that answers for the task reward and
+    the validation EM (which picks the exported checkpoint)."""
+    refine = OmegaConf.to_container(cfg.refine, resolve=True)
+    refine.pop("log_table_every", None)  # how often samples are logged
     inputs = {
         "distill": distill_artifact(cfg).key,
-        "refine": OmegaConf.to_container(cfg.refine, resolve=True),
+        "refine": refine,
+        "rollout": rollout_generation(cfg),
         "reward": _without_runtime(OmegaConf.to_container(cfg.reward, resolve=True)),
         "reader": model_identity(cfg.reader),
         "prompt": OmegaConf.to_container(cfg.prompts.guided, resolve=True),

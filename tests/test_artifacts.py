@@ -179,3 +179,17 @@ def test_refine_key_holds_no_path_and_follows_the_reward(cfg_factory, tmp_path):
     # the RL student depends on its KD student: a new KD key is a new RL key
     assert artifact(cfg_factory(*TINY, "distill.optimizer.lr=1e-3", config_name="train"),
                     "refine").key != key  # fmt: skip
+
+
+def test_generation_settings_key_only_the_stages_that_generate(cfg_factory):
+    """The evaluation rationale length (and every decoding length interpolated from it) and how
+    often refine logs samples retrain nothing; the stop strings that end RL rollouts retrain
+    the RL student, never the KD one."""
+    base = cfg_factory(*TINY, config_name="train")
+    distill, refine = artifact(base, "distill").key, artifact(base, "refine").key
+    for same in ["prompts.rationale.generation.max_new_tokens=99", "refine.log_table_every=0",
+                 "prompts.answer_task.generation.max_new_tokens=3"]:  # fmt: skip
+        cfg = cfg_factory(*TINY, same, config_name="train")
+        assert (artifact(cfg, "distill").key, artifact(cfg, "refine").key) == (distill, refine)
+    stop = cfg_factory(*TINY, "prompts.rationale.generation.stop=[.]", config_name="train")
+    assert artifact(stop, "distill").key == distill and artifact(stop, "refine").key != refine
