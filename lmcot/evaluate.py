@@ -18,6 +18,7 @@ from pytorch_lightning.utilities import rank_zero_only
 from lmcot import diagnostics, loggers, results
 from lmcot.artifacts import DONE, Artifact, artifact, is_rank_zero
 from lmcot.lm.base import LM
+from lmcot.rewards.registry import zscores
 
 log = logging.getLogger(__name__)
 
@@ -80,17 +81,30 @@ def build_methods(cfg: DictConfig, reader: LM) -> Iterator[tuple[str, Callable]]
 
 
 def rationale_quality(cfg: DictConfig, reader: LM, examples: list, predictions: list) -> tuple:
-    """Mean of every ``quality`` aspect per method that wrote rationales, and per-row scores."""
+    """Mean of every ``quality`` aspect per method that wrote rationales, and per-row scores.
+
+    Every method is scored against the same reference: with ``quality.normalize`` (or
+    ``normalize_then_sum``) each aspect is z-scored against the pooled scores of all methods'
+    rationales (all of them, whatever ``normalize_window``), not against a running history that
+    would depend on which method came first. Pooled rather than KD's alone, so a run without a
+    KD method has a reference too; adding or removing a method moves it for all methods alike.
+    """
     registry = instantiate(cfg.quality, lm=reader)
     by_id = {ex.id: ex for ex in examples}
-    means, rows = {}, []
+    raw, preds = {}, {}
     for method in dict.fromkeys(p.method for p in predictions if p.rationale is not None):
-        preds = [p for p in predictions if p.method == method]
-        scores = registry(
-            [""] * len(preds), [p.rationale for p in preds], examples=[by_id[p.id] for p in preds]
-        )
+        preds[method] = [p for p in predictions if p.method == method]
+        raw[method] = registry.score([""] * len(preds[method]),
+                                     [p.rationale for p in preds[method]],
+                                     examples=[by_id[p.id] for p in preds[method]])  # fmt: skip
+    pooled = {a: [s for scores in raw.values() for s in scores[a]] for a in registry.scorers}
+    means, rows = {}, []
+    for method, aspects in raw.items():
+        normalized = ({a: zscores(s, pooled[a]) for a, s in aspects.items()}
+                      if registry.normalizes else aspects)  # fmt: skip
+        scores = registry.combine(aspects, normalized)
         means[method] = scores.means()
-        rows += [{"id": p.id, "method": method, **r} for p, r in zip(preds, scores.rows())]
+        rows += [{"id": p.id, "method": method, **r} for p, r in zip(preds[method], scores.rows())]
     return means, rows
 
 

@@ -15,8 +15,12 @@ Written to ``--out`` (default: ``<first dir>/report``): ``report.md``, one CSV p
 PNG plots, each plot only when the runs hold the data for it. Rows are labelled with the
 overrides that vary between jobs (other than seed and the dataset), so jobs that differ are never
 averaged together; jobs that differ only in seed are shown as mean ± std over seeds (sample std).
-Differences of EM come from a paired bootstrap over the same questions of each job
-(``lmcot.stats``), pooled over the seeds of a row. docs/report.md describes every table.
+Differences of EM come from a paired bootstrap that resamples question ids over the jobs of a
+row (``lmcot.stats.cluster_bootstrap_diff``): a drawn question brings every job's paired
+difference on it, so seeds that answer the same questions add no resampling units. Jobs are
+kept by their whole path, so several multiruns (with jobs named ``0``, ``1``, ... in each) can
+be passed together; jobs that ran the same setting, dataset and seed are named in the notes.
+docs/report.md describes every table.
 """
 
 import argparse
@@ -33,7 +37,7 @@ from statistics import mean, stdev
 import matplotlib
 from omegaconf import OmegaConf
 
-from lmcot.stats import NUM_RESAMPLES, paired_bootstrap_diff
+from lmcot.stats import NUM_RESAMPLES, cluster_bootstrap_diff
 
 matplotlib.use("Agg")  # files only, never a window
 from matplotlib import pyplot as plt  # noqa: E402
@@ -245,7 +249,8 @@ def main_table(jobs: list[Job], keys: list[str]) -> list[dict]:
 
 
 def differences(jobs: list[Job], keys: list[str], samples: int, seed: int, notes: list) -> list:
-    """Paired bootstrap EM difference of every method to each baseline, pooled over seeds."""
+    """EM difference of every method to each baseline with a question-cluster bootstrap over
+    the jobs (seeds) of a row: each job's pairs are kept, a question is drawn as one unit."""
     groups = group(jobs, lambda job, m: (m, setting(job, keys), job.dataset))
     rows = []
     for (method, label, dataset), members in groups.items():
@@ -255,23 +260,36 @@ def differences(jobs: list[Job], keys: list[str], samples: int, seed: int, notes
             pairs = [(job, m) for job, m in members if baseline in job.em_by_id]
             if not pairs:
                 continue
-            a, b = {}, {}  # (job, example id) -> EM: the seeds' questions pooled, still paired
             try:
                 for job, m in pairs:
                     if m not in job.em_by_id:
                         raise ValueError(f"{job.dir / 'predictions.jsonl'} has no rows of {m}")
-                    a |= {(job.dir.name, i): v for i, v in job.em_by_id[m].items()}
-                    b |= {(job.dir.name, i): v for i, v in job.em_by_id[baseline].items()}
-                diff, (lo, hi) = paired_bootstrap_diff(a, b, samples, seed)
+                paired = [(job.em_by_id[m], job.em_by_id[baseline]) for job, m in pairs]
+                diff, (lo, hi), questions = cluster_bootstrap_diff(paired, samples, seed)
             except ValueError as e:
-                notes.append(f"{method} vs {baseline} ({dataset} {label}): {e}")
+                jobs_named = ", ".join(f"{k}: {job.dir}" for k, (job, _) in enumerate(pairs))
+                notes.append(f"{method} vs {baseline} ({dataset} {label}): {e} ({jobs_named})")
                 continue
             rows.append({
                 "method": method, "setting": label, "dataset": dataset, "baseline": baseline,
-                "diff": diff, "ci_low": lo, "ci_high": hi, "questions": len(a),
+                "diff": diff, "ci_low": lo, "ci_high": hi, "questions": questions,
                 "jobs": len(pairs), "interval_excludes_zero": lo > 0 or hi < 0,
             })  # fmt: skip
     return rows
+
+
+def repeated_jobs(jobs: list[Job], keys: list[str]) -> list[str]:
+    """Notes on jobs that ran the setting, dataset and seed of another job (a multirun passed
+    twice, or two multiruns of one command): means count them as one seed."""
+    by_label = defaultdict(list)
+    for job in jobs:
+        by_label[(setting(job, keys), job.dataset, job.seed)].append(job)
+    return [
+        f"{len(same)} jobs ran {' '.join(map(str, filter(None, (dataset, label))))} "
+        f"seed={seed}: means count them as one seed (their mean), the paired intervals keep "
+        f"every job's pairs: {', '.join(str(job.dir) for job in same)}"
+        for (label, dataset, seed), same in by_label.items() if len(same) > 1
+    ]  # fmt: skip
 
 
 def quality_aspects(jobs: list[Job]) -> list[str]:
@@ -485,7 +503,7 @@ def build(dirs: list[Path], out: Path, samples: int = NUM_RESAMPLES, seed: int =
     missing = [job for job in jobs if job.results is None]
     keys = varying_keys(done)
     aspects = quality_aspects(done)
-    notes: list[str] = []
+    notes = repeated_jobs(done, keys)
     tables = {
         "main": main_table(done, keys),
         "differences": differences(done, keys, samples, seed, notes),
@@ -524,7 +542,8 @@ def _report_text(dirs, jobs, done, tables, plots: list[str], notes) -> str:
         "## Main table\n",
         f"Paper EM: {PAPER_CITATION}; its reader is not ours.\n",
         markdown(wide_main(tables["main"])),
-        "## EM differences (paired bootstrap 95% interval, same questions)\n",
+        "## EM differences (paired bootstrap 95% interval over questions; the seeds of a row "
+        "resampled together by question)\n",
         "`separated`: the interval excludes zero. Any other difference is not supported by "
         "these runs.\n",
         markdown(differences_md(tables["differences"])),

@@ -7,9 +7,12 @@ import sys
 
 import pytest
 from conftest import HOTPOT_SAMPLE, REPO, TWOWIKI_SAMPLE
+from hydra.utils import instantiate
 
-from lmcot.evaluate import evaluate
+from lmcot.data import synthetic
+from lmcot.evaluate import evaluate, rationale_quality
 from lmcot.lm.hf import HFModel
+from lmcot.methods import Prediction
 
 
 def read_results(cfg):
@@ -110,3 +113,34 @@ def test_a_repeated_question_is_answered_once_and_counted(cfg_factory, tmp_path)
     for method in ("standard", "cot"):
         a, b = (r["prediction"] for r in rows if r["method"] == method)
         assert a == b
+
+
+@pytest.mark.parametrize("normalization", ["quality.normalize=true",
+                                           "quality.aggregation=normalize_then_sum"])  # fmt: skip
+def test_rationale_quality_of_a_method_does_not_depend_on_method_order(cfg_factory,
+                                                                       normalization):  # fmt: skip
+    """Normalised quality: every method is z-scored against the same pooled statistics, so
+    listing the methods in another order gives every method the same numbers."""
+    cfg = cfg_factory("debug=smoke", "quality.aspects=[readability,logicality,factuality]",
+                      "reward/scorer@quality.scorers.factuality=lexical",
+                      normalization)  # fmt: skip
+    assert instantiate(cfg.quality, lm=None).normalizes
+    examples = synthetic.load(num_examples=6)
+    rationales = {  # three methods whose rationales differ in length, wording and support
+        "lm_guided_kd": lambda ex: " ".join(s for _, sents in ex.context for s in sents[:1]),
+        "lm_guided_rl": lambda ex: f"The answer is {ex.answer}.",
+        "cot": lambda ex: f"{ex.question} Consider every paragraph carefully and at length.",
+    }
+    predictions = [Prediction(ex.id, m, write(ex), "a", ex.golds, 0.0, 0.0)
+                   for m, write in rationales.items() for ex in examples]  # fmt: skip
+    runs = []
+    for order in (list(rationales), list(reversed(rationales))):
+        ordered = [p for m in order for p in predictions if p.method == m]
+        means, rows = rationale_quality(cfg, None, examples, ordered)
+        runs.append((means, sorted(rows, key=lambda r: (r["method"], r["id"]))))
+    (first_means, first_rows), (second_means, second_rows) = runs
+    assert first_means == second_means and first_rows == second_rows
+    aggregates = {m: first_means[m]["aggregate"] for m in rationales}
+    assert len(set(aggregates.values())) == 3  # the methods differ: the test can see an order
+    # pooled z-scores: over all 18 rationales each aspect has mean 0, so the aggregates do too
+    assert sum(aggregates.values()) == pytest.approx(0.0, abs=1e-6)

@@ -16,20 +16,23 @@ from lmcot.report import build, student_size
 N = 50  # questions per job
 
 
-def em_pattern(method: str, seed: int) -> list[float]:
-    """Per-question EM, chosen so that the expected cells are easy to compute."""
+def em_pattern(method: str, seed: int, kd: int | None = None) -> list[float]:
+    """Per-question EM, chosen so that the expected cells are easy to compute; ``kd``: how many
+    questions KD answers right instead."""
     standard = [float(i % 2 == 0) for i in range(N)]  # .5
     if method == "standard":
         return standard
     if method == "cot":  # standard with two answers swapped: difference 0, but not a constant
         return [1 - v if i < 2 else v for i, v in enumerate(standard)]
-    right = {"lm_guided_kd": 40 if seed == 0 else 30, "lm_guided_kd_sc": 35, "lm_guided_rl": 42}
+    right = {"lm_guided_kd": kd or (40 if seed == 0 else 30), "lm_guided_kd_sc": 35,
+             "lm_guided_rl": 42}  # fmt: skip
     return [float(i < right[method]) for i in range(N)]  # kd: .8 (seed 0) and .6 (seed 1)
 
 
 def write_job(root: Path, num: int, overrides: list[str], seed: int, student: str,
               finished: bool = True, methods=("standard", "cot", "lm_guided_kd",
-                                              "lm_guided_kd_sc", "lm_guided_rl")):  # fmt: skip
+                                              "lm_guided_kd_sc", "lm_guided_rl"),
+              kd: int | None = None):  # fmt: skip
     job = root / str(num)
     (job / ".hydra").mkdir(parents=True)
     config = {
@@ -48,7 +51,7 @@ def write_job(root: Path, num: int, overrides: list[str], seed: int, student: st
     predictions = [
         Prediction(f"q{i}", m, None if m == "standard" else "r", "a", ["a"], em, em)
         for m in methods
-        for i, em in enumerate(em_pattern(m, seed))
+        for i, em in enumerate(em_pattern(m, seed, kd))
     ]
     quality = {"lm_guided_kd": {"factuality": 0.4, "task": 0.5},
                "lm_guided_rl": {"factuality": 0.6, "task": 0.7}}  # fmt: skip
@@ -96,14 +99,19 @@ def test_main_table_averages_seeds_and_keeps_other_settings_apart(report):
     assert "0.700 ± 0.141" in text and "| 50×2 |" in text
 
 
-def test_paired_differences_are_pooled_over_seeds_and_cover_the_true_difference(report):
-    out, text = report
-    rows = {(r["method"], r["setting"], r["dataset"], r["baseline"]): r
+def differences_of(out: Path) -> dict[tuple, dict]:
+    return {(r["method"], r["setting"], r["dataset"], r["baseline"]): r
             for r in read_csv(out / "differences.csv")}  # fmt: skip
+
+
+def test_paired_differences_pool_the_seeds_of_a_row_and_cover_the_true_difference(report):
+    out, text = report
+    rows = differences_of(out)
     kd = rows[("lm_guided_kd", "", "hotpotqa", "standard")]
-    assert float(kd["diff"]) == pytest.approx(0.2)  # (.8 + .6) / 2 - .5 over 100 paired questions
+    assert float(kd["diff"]) == pytest.approx(0.2)  # (.8 + .6) / 2 - .5: both seeds' 100 pairs
     assert float(kd["ci_low"]) < 0.2 < float(kd["ci_high"]) and float(kd["ci_low"]) > 0
-    assert (kd["questions"], kd["jobs"], kd["interval_excludes_zero"]) == ("100", "2", "True")
+    # 50 questions (the seeds answered the same ones) resampled as clusters, 2 jobs
+    assert (kd["questions"], kd["jobs"], kd["interval_excludes_zero"]) == ("50", "2", "True")
     cot = rows[("cot", "", "hotpotqa", "standard")]
     assert float(cot["diff"]) == 0 and float(cot["ci_low"]) < 0 < float(cot["ci_high"])
     assert cot["interval_excludes_zero"] == "False"
@@ -112,6 +120,39 @@ def test_paired_differences_are_pooled_over_seeds_and_cover_the_true_difference(
     assert ("lm_guided_kd", "", "hotpotqa", "lm_guided_kd") not in rows  # itself
     assert ("standard", "", "hotpotqa", "lm_guided_kd") not in rows  # minus the KD row
     assert "+0.200 [+0." in text
+
+
+def test_seeds_that_repeat_one_job_give_its_interval_not_a_narrower_one(tmp_path):
+    one, copies = tmp_path / "one", tmp_path / "copies"
+    write_job(one, 0, ["data=hotpotqa", "seed=0"], 0, "google/flan-t5-small", kd=40)
+    for seed in (0, 1, 2):  # the same answers under three seeds: no new information
+        write_job(copies, seed, ["data=hotpotqa", f"seed={seed}"], seed, "google/flan-t5-small",
+                  kd=40)  # fmt: skip
+    build([one], tmp_path / "r1", samples=1000), build([copies], tmp_path / "r3", samples=1000)
+    alone = differences_of(tmp_path / "r1")[("lm_guided_kd", "", "hotpotqa", "standard")]
+    three = differences_of(tmp_path / "r3")[("lm_guided_kd", "", "hotpotqa", "standard")]
+    assert three["jobs"] == "3" and three["questions"] == alone["questions"] == "50"
+    assert (three["diff"], three["ci_low"], three["ci_high"]) == (
+        alone["diff"], alone["ci_low"], alone["ci_high"])  # fmt: skip
+
+
+def test_two_multiruns_with_the_same_job_names_keep_every_job(tmp_path):
+    """Two multiruns of one command (jobs ``0`` and ``1`` in each): no job's rows replace
+    another's; the repeated seeds are named in the notes."""
+    first, second = tmp_path / "2025-01-01" / "12-00-00", tmp_path / "2025-01-02" / "09-00-00"
+    for root, kd in ((first, (40, 30)), (second, (45, 35))):  # KD .8, .6 then .9, .7
+        for seed in (0, 1):
+            write_job(root, seed, ["data=hotpotqa", f"seed={seed}"], seed,
+                      "google/flan-t5-small", kd=kd[seed])  # fmt: skip
+    text = build([first, second], tmp_path / "report", samples=500).read_text()
+    kd = differences_of(tmp_path / "report")[("lm_guided_kd", "", "hotpotqa", "standard")]
+    # all four jobs: (.8 + .6 + .9 + .7) / 4 - .5; either multirun alone gives .2 or .3
+    assert float(kd["diff"]) == pytest.approx(0.25) and kd["jobs"] == "4"
+    assert kd["questions"] == "50"
+    main = {(r["method"], r["dataset"]): r for r in read_csv(tmp_path / "report" / "main.csv")}
+    assert float(main[("lm_guided_kd", "hotpotqa")]["em"]) == pytest.approx(0.75)
+    assert "2 jobs ran hotpotqa seed=0: means count them as one seed" in text
+    assert f"{first / '0'}, {second / '0'}" in text
 
 
 def test_ablation_decoding_and_size_tables(report):

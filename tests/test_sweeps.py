@@ -17,6 +17,8 @@ from lmcot.artifacts import artifact
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper  # isort: skip
 
 SWEEPS = sorted(p.stem for p in (REPO / "sweeps").glob("*.yaml"))
+SEARCHES = sorted(p.stem for p in (REPO / "conf" / "hparams_search").glob("*.yaml"))
+SELECTIONS = {"sweeps=validity_student"}  # grids whose result picks a setting (docs/sweeps.md)
 
 
 def jobs(cfg, *cli: str) -> list[list[str]]:
@@ -139,4 +141,42 @@ def test_optuna_search_composes(tmp_path):
     sweeper = cfg.hydra.sweeper
     assert sweeper._target_.endswith("OptunaSweeper") and sweeper.direction == "maximize"
     assert sweeper.storage.startswith("sqlite:///") and "refine.optimizer.lr" in sweeper.params
-    assert cfg.optimized_metric == "test/lm_guided_rl/em"
+    assert cfg.optimized_metric == "refine/val_em" and "refine/val_em" in sweeper.study_name
+    assert cfg.refine.val_size == 32  # trials ranked on 32 held-out training questions, not 4
+
+
+@pytest.mark.parametrize("config", [*(f"hparams_search={n}" for n in SEARCHES),
+                                    *(f"sweeps={n}" for n in SWEEPS)])  # fmt: skip
+def test_no_search_or_selection_reads_the_evaluation_questions(tmp_path, config):
+    """A sweeper that optimises a returned metric optimises a held-out training metric and runs
+    no evaluation, or evaluates on dev; a grid (the basic sweeper ignores what jobs return)
+    that chooses a setting chooses it on dev. The other grids report every job."""
+    if config.startswith("hparams_search"):
+        pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    cfg = compose_cfg(tmp_path, config, config_name="train")
+    on_dev = cfg.data.split == "dev"
+    if "direction" in cfg.hydra.sweeper:  # it optimises cfg.optimized_metric
+        held_out = cfg.optimized_metric.startswith(("val/", "refine/val_"))
+        assert on_dev or (held_out and "evaluate" not in cfg.stages), cfg.optimized_metric
+    else:
+        assert cfg.hydra.sweeper._target_.endswith("BasicSweeper")
+        assert on_dev or config not in SELECTIONS, "a selection sweep must read dev questions"
+
+
+@pytest.mark.slow
+def test_optuna_trials_get_the_held_out_metric_and_read_no_evaluation_question(tmp_path):
+    """Two smoke trials: Optuna receives a number (train.py returns ``optimized_metric``), and
+    no job writes predictions, so no evaluation question was answered."""
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason="pip install -e '.[optuna]'")
+    (tmp_path / "cache").mkdir()  # SQLite opens no file in a directory that does not exist
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
+    cmd = [sys.executable, str(REPO / "train.py"), "-m", "hparams_search=refine_optuna",
+           "debug=smoke", "student=tiny_llama", "data.num_train=12", "distill.val_em_limit=2",
+           "hydra.sweeper.n_trials=2", f"paths.cache_dir={tmp_path / 'cache'}",
+           f"hydra.sweep.dir={tmp_path / 'search'}"]  # fmt: skip
+    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=1200)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    best = OmegaConf.load(tmp_path / "search" / "optimization_results.yaml")
+    assert isinstance(best.best_value, float) and 0.0 <= best.best_value <= 1.0
+    assert not list((tmp_path / "search").rglob("predictions.jsonl"))

@@ -12,6 +12,11 @@ Flow of one call: (1) columns that a scorer produces (the task scorer's ``reader
 computed once and handed to all; (2) each aspect scores the batch; non-finite scores become None
 and are logged with the example id; (3) optional running z-normalisation per aspect;
 (4) aggregation of the non-None aspects with their weights.
+
+Evaluation compares methods, so it must not let one method's scores shift another's reference:
+it takes (1)-(2) as ``registry.score``, z-scores every method against the statistics of all
+methods' rationales (:func:`zscores`) and aggregates with ``registry.combine``; the running
+statistics of (3) are for RL, where the reference follows the policy.
 """
 
 import logging
@@ -79,6 +84,23 @@ class RunningNormalizer:
         mean = sum(self.history) / len(self.history)
         std = math.sqrt(sum((s - mean) ** 2 for s in self.history) / len(self.history))
         return [None if s is None else (s - mean) / (std + self.eps) for s in scores]
+
+
+def zscores(scores: list[float | None], reference: Sequence[float | None],
+            eps: float = 1e-6) -> list[float | None]:  # fmt: skip
+    """z-scores of ``scores`` against the mean/std of ``reference`` (None left out), computed
+    with exactly rounded sums, so the order of ``reference`` cannot change a digit.
+
+    >>> z = zscores([1.0, None, 3.0], [3.0, None, 1.0, 2.0, 2.0])  # mean 2, std sqrt(.5)
+    >>> [None if v is None else round(v, 4) for v in z]
+    [-1.4142, None, 1.4142]
+    """
+    present = [s for s in reference if s is not None]
+    if not present:
+        return list(scores)
+    mean = math.fsum(present) / len(present)
+    std = math.sqrt(math.fsum((s - mean) ** 2 for s in present) / len(present))
+    return [None if s is None else (s - mean) / (std + eps) for s in scores]
 
 
 @dataclass
@@ -159,23 +181,36 @@ class RewardRegistry:
         """The aspects whose scorer reads gold annotations (answers, supporting facts)."""
         return [a for a, s in self.scorers.items() if getattr(s, "uses_gold", True)]
 
+    @property
+    def normalizes(self) -> bool:
+        """Whether aspects are z-scored before they are aggregated."""
+        return self.normalizers is not None
+
     def __call__(self, prompts: list[str], completions: list[str], **columns) -> RewardScores:
         """Score every rationale on every enabled aspect, then aggregate (see the module doc)."""
+        raw = self.score(prompts, completions, **columns)
+        normalized = (
+            {a: self.normalizers[a](s) for a, s in raw.items()} if self.normalizers else raw
+        )
+        return self.combine(raw, normalized)
+
+    def score(self, prompts: list[str], completions: list[str], **columns) -> dict:
+        """Raw scores per aspect (None: not applicable or non-finite); no statistics change."""
         for scorer in self.scorers.values():
             if hasattr(scorer, "extra_columns"):
                 missing = {k: v for k, v in scorer.extra_columns(prompts, completions, **columns)
                            .items() if k not in columns}  # fmt: skip
                 columns |= missing
         ids = [ex.id for ex in columns["examples"]] if "examples" in columns else None
-        raw = {
+        return {
             aspect: self._checked(
                 aspect, scorer(prompts, completions, **columns), completions, ids
             )
             for aspect, scorer in self.scorers.items()
         }
-        normalized = (
-            {a: self.normalizers[a](s) for a, s in raw.items()} if self.normalizers else raw
-        )
+
+    def combine(self, raw: dict, normalized: dict) -> RewardScores:
+        """Aggregate ``normalized`` (``raw`` itself when not normalising) row by row."""
         weights = [self.weights[a] for a in normalized]
         combined = [aggregate(row, weights, self.aggregation) for row in zip(*normalized.values())]
         return RewardScores(raw, normalized, combined, dict(self.weights))
