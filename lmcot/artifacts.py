@@ -36,6 +36,7 @@ from pytorch_lightning.utilities import rank_zero_only
 
 from lmcot import __version__
 from lmcot.lm.fingerprint import GGUF_REF, model_fingerprint
+from lmcot.precision import model_dtype, training_precision
 
 log = logging.getLogger(__name__)
 DONE = "lmcot_done.json"  # written last into an exported student: the export is complete
@@ -79,6 +80,9 @@ def model_identity(node: DictConfig) -> dict:
     for key, value in raw.items():
         if key in MODEL_RUNTIME_FIELDS:
             continue
+        if key == "dtype":  # as it resolves here: a bf16 and an fp32 model answer differently
+            identity[key] = model_dtype(node[key], node.get("device"))
+            continue
         if key in ("name_or_path", "tokenizer") and value is not None:
             if raw.get("model_config") is None or key == "tokenizer":
                 identity[key] = model_fingerprint(_resolve(node, key, value))
@@ -88,6 +92,14 @@ def model_identity(node: DictConfig) -> dict:
             value = node[key]
             plain = OmegaConf.is_config(value)
             identity[key] = OmegaConf.to_container(value, resolve=True) if plain else value
+    return identity
+
+
+def student_identity(node: DictConfig) -> dict:
+    """A student as a training key sees it: training loads fp32 master weights whatever its
+    ``dtype`` (which is how it later generates), so the trainer's precision decides."""
+    identity = model_identity(node)
+    identity.pop("dtype", None)
     return identity
 
 
@@ -115,9 +127,11 @@ def training_rows(cfg: DictConfig) -> dict:
 
 
 def trainer_knobs(cfg: DictConfig) -> dict:
-    """The trainer settings of :data:`WEIGHT_KNOBS` that the config sets."""
+    """The trainer settings of :data:`WEIGHT_KNOBS` that the config sets, the precision as it
+    resolves on this machine (``auto``: bf16-mixed or fp32 train different weights)."""
     trainer = OmegaConf.to_container(cfg.trainer, resolve=True)
-    return {k: trainer[k] for k in WEIGHT_KNOBS if k in trainer}
+    knobs = {k: trainer[k] for k in WEIGHT_KNOBS if k in trainer}
+    return knobs | {"precision": training_precision(cfg.trainer)}
 
 
 def is_rank_zero() -> bool:
@@ -242,7 +256,7 @@ def distill_artifact(cfg: DictConfig) -> Artifact:
         distill[name] = trained_prompt(distill[name])
     inputs = {
         "teacher": teacher_artifact(cfg).key,
-        "student": model_identity(cfg.student),
+        "student": student_identity(cfg.student),
         "prompt": trained_prompt(cfg.prompts.rationale),
         "distill": distill,
         "trainer": trainer_knobs(cfg),

@@ -31,6 +31,7 @@ from lmcot.lm.base import LM
 from lmcot.lm.fingerprint import path_fingerprint
 from lmcot.lm.hf import HFModel
 from lmcot.metrics import exact_match
+from lmcot.precision import training_precision
 from lmcot.prompts import (
     FewShotPrompt,
     PromptTooLong,
@@ -227,8 +228,9 @@ class DistillModule(pl.LightningModule):
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking or self.reader is None or not self.val_examples:
             return
-        em = reader_em(self.student, self.reader, self.val_examples, self.rationale_prompt,
-                       self.answer_prompt)  # fmt: skip
+        with self.trainer.precision_plugin.forward_context():  # bf16-mixed: under autocast
+            em = reader_em(self.student, self.reader, self.val_examples, self.rationale_prompt,
+                           self.answer_prompt)  # fmt: skip
         self.log("val/em", em, prog_bar=True)
 
     def configure_optimizers(self):
@@ -338,7 +340,8 @@ def _distill(cfg: DictConfig, art: Artifact) -> dict[str, float]:
     ids = sorted({r["id"] for r in rows})
     val_ids = set(ids[-max(1, int(len(ids) * cfg.distill.val_fraction)) :])
     prompt = instantiate(cfg.distill.prompt)
-    student: HFModel = instantiate(cfg.student)
+    student: HFModel = instantiate(cfg.student, dtype="float32")  # master weights: the
+    # trainer's precision decides the compute (bf16-mixed: autocast over fp32 weights)
     pairs = partial(training_pairs, examples=examples, prompt=prompt,
                     count_tokens=token_counter(student), objective=cfg.distill.objective,
                     answer_prompt=instantiate(cfg.distill.answer_prompt))  # fmt: skip
@@ -364,6 +367,7 @@ def _distill(cfg: DictConfig, art: Artifact) -> dict[str, float]:
     loggers.log_safely(run_loggers, "log_hyperparams", loggers.hparams(cfg))
     trainer: pl.Trainer = instantiate(
         cfg.trainer, default_root_dir=out, callbacks=[checkpoints, loggers.LogProgress("distill")],
+        precision=training_precision(cfg.trainer),
         logger=loggers.guarded(run_loggers) or False,
         accumulate_grad_batches=cfg.trainer.get("accumulate_grad_batches", 1) * accumulate,
     )  # fmt: skip

@@ -49,6 +49,7 @@ from lmcot.lm.base import LM, GenerationParams
 from lmcot.lm.hf import HFModel
 from lmcot.lm.sampling import seeded
 from lmcot.metrics import exact_match
+from lmcot.precision import training_precision
 from lmcot.prompts import FewShotPrompt, extract_answer, fit_prompts, token_counter
 from lmcot.rewards.registry import RewardRegistry
 
@@ -498,8 +499,9 @@ def _refine(cfg: DictConfig, art: artifacts.Artifact, kd: Path) -> dict[str, flo
             f"refine.val_size={r.val_size} leaves no training questions of {len(examples)}"
         )
     train_examples, val_examples = examples[: -r.val_size], examples[-r.val_size :]
+    # master weights in fp32, as in distillation: the trainer's precision decides the compute
     student: HFModel = instantiate(cfg.student, name_or_path=str(kd), tokenizer=None,
-                                   model_config=None, cache=None)  # fmt: skip
+                                   model_config=None, cache=None, dtype="float32")  # fmt: skip
     reader = instantiate(cfg.reader)
     module = RefineModule(
         student,
@@ -527,7 +529,7 @@ def _refine(cfg: DictConfig, art: artifacts.Artifact, kd: Path) -> dict[str, flo
     run_loggers = loggers.instantiate_loggers(cfg.get("logger"), stage="refine")
     loggers.log_safely(run_loggers, "log_hyperparams", loggers.hparams(cfg))
     trainer: pl.Trainer = instantiate(
-        cfg.trainer, default_root_dir=out,
+        cfg.trainer, default_root_dir=out, precision=training_precision(cfg.trainer),
         callbacks=[best, last, loggers.LogProgress("refine", unit="step")],
         logger=loggers.guarded(run_loggers) or False,
         max_epochs=r.epochs, gradient_clip_val=None, num_sanity_val_steps=0, log_every_n_steps=1,

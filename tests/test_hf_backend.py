@@ -118,3 +118,16 @@ def test_generation_leaves_the_global_rng_where_it_was(tokenizer_dir, temperatur
     before = torch.get_rng_state()
     lm.generate(PROMPTS, GenerationParams(max_new_tokens=4, temperature=temperature))
     assert torch.equal(torch.get_rng_state(), before)
+
+
+def test_bf16_and_fp32_answers_never_share_a_cache_entry(tokenizer_dir, tmp_path):
+    cache, params = str(tmp_path / "lm.sqlite"), GenerationParams(max_new_tokens=3)
+    bf16 = tiny_causal(tokenizer_dir, dtype="bf16", cache=cache)
+    bf16.generate(["Question: a?"], params)
+    assert str(bf16.model.dtype) == "torch.bfloat16" and ":bfloat16:" in bf16.cache_id
+    fp32 = tiny_causal(tokenizer_dir, dtype="fp32", cache=cache)
+    fp32.generate(["Question: a?"], params)
+    assert fp32.backend_calls == 1  # asked its own model, not served the bf16 answer
+    again = tiny_causal(tokenizer_dir, dtype="bfloat16", cache=cache)
+    again.generate(["Question: a?"], params)
+    assert again.backend_calls == 0

@@ -26,6 +26,7 @@ from lmcot.lm.fingerprint import model_fingerprint
 from lmcot.lm.messages import canonical, chat_messages
 from lmcot.lm.prefix import common_prefix_length, extend, repeated, shared_groups
 from lmcot.lm.sampling import keyed_sampling, row_seed, seeded
+from lmcot.precision import model_dtype
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,9 @@ class HFModel(LM):
             with random weights instead of loading ``name_or_path``.
         seed: seeds those random weights (and names them in the cache key) and fresh LoRA
             adapters; drawn on a forked RNG, so what ran before in the process does not matter.
-        dtype: ``float32``, ``bfloat16``, ``float16`` or ``auto``.
+        dtype: ``auto`` (bf16 where the device computes it natively, else fp32:
+            :mod:`lmcot.precision`), ``fp32``/``bf16`` or a torch dtype name; the resolved
+            dtype names the model in the cache key, so bf16 and fp32 answers never mix.
         device: ``auto`` picks CUDA when present.
         batch_size: prompts per forward pass (times n samples).
         chat_template: send prompts through the tokenizer's chat template, few-shot prompts
@@ -86,10 +89,10 @@ class HFModel(LM):
         self.tokenizer_path = str(tokenizer or name_or_path)
         self.model_config = model_config
         self.seed = seed
-        self.dtype = dtype
         self.device = (
             ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
         )
+        self.dtype = model_dtype(dtype, self.device)
         self.batch_size = batch_size
         self.chat_template = chat_template
         self.system_role = system_role
@@ -138,6 +141,7 @@ class HFModel(LM):
         with seeded(self.seed):  # random weights and fresh adapters, whatever ran before
             if self.model_config is not None:
                 model = self.auto_class.from_config(self.model_config)
+                model = model.to(getattr(torch, self.dtype))
                 # a fresh config knows nothing of the tokenizer; generation needs these ids
                 for conf in (model.config, model.generation_config):
                     conf.pad_token_id = tok.pad_token_id
