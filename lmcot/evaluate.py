@@ -17,7 +17,9 @@ from pytorch_lightning.utilities import rank_zero_only
 
 from lmcot import diagnostics, loggers, results
 from lmcot.artifacts import DONE, Artifact, artifact, is_rank_zero
+from lmcot.cost import Meter, Metered, MethodCost
 from lmcot.lm.base import LM
+from lmcot.precision import model_dtype, training_precision
 from lmcot.rewards.registry import zscores
 
 log = logging.getLogger(__name__)
@@ -53,8 +55,11 @@ def _siblings(art: Artifact) -> str:
     return f"; finished {art.stage} students in this cache (see their manifest.json):\n  {listed}"
 
 
-def build_methods(cfg: DictConfig, reader: LM) -> Iterator[tuple[str, Callable]]:
-    """(name, method) in config order; LM-guided methods once per decoding, with their student.
+def build_methods(
+    cfg: DictConfig, reader: LM, meter: Meter | None = None
+) -> Iterator[tuple[str, Callable]]:
+    """(name, method) in config order; LM-guided methods once per decoding, with their student
+    (its generations tallied into ``meter``, when given).
 
     Every student is located first, so a missing one fails before any evaluation; each is
     loaded when its first method is due and dropped after its last, so one student at a time
@@ -71,6 +76,8 @@ def build_methods(cfg: DictConfig, reader: LM) -> Iterator[tuple[str, Callable]]
             cfg.student, name_or_path=str(dirs[name]), tokenizer=None, model_config=None,
             lora=None, cache=f"{cfg.paths.cache_dir}/student.sqlite",
         )  # fmt: skip
+        if meter is not None:
+            student = Metered(student, meter, "student")
         for decoding_node in cfg.decoding.values():
             extra = {}
             if getattr(get_class(decoding_node._target_), "needs_registry", False):
@@ -78,6 +85,18 @@ def build_methods(cfg: DictConfig, reader: LM) -> Iterator[tuple[str, Callable]]
             decoding = instantiate(decoding_node, **extra)
             yield name + decoding.suffix, instantiate(node, student=student, decoding=decoding)
         del student  # before the next student loads
+
+
+def run_precision(cfg: DictConfig, reader: LM) -> dict[str, str]:
+    """What each model ran in: the reader's and the students' dtypes at evaluation and the
+    precision the training stages trained in (as the artifacts' keys hold it)."""
+    out = {"reader": getattr(reader, "dtype", "remote")}
+    if any("student_stage" in node for node in cfg.methods.values()):
+        out["student"] = model_dtype(cfg.student.get("dtype", "float32"),
+                                     cfg.student.get("device"))  # fmt: skip
+    if "stages" in cfg and "trainer" in cfg:
+        out["training"] = training_precision(cfg.trainer)
+    return out
 
 
 def rationale_quality(cfg: DictConfig, reader: LM, examples: list, predictions: list) -> tuple:
@@ -121,10 +140,14 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     if not examples:
         raise ValueError(f"data config {cfg.data._target_} produced no examples")
     reader: LM = instantiate(cfg.reader)
-    predictions, samples_used = [], {}
-    for name, method in build_methods(cfg, reader):
+    meter = Meter()
+    metered = Metered(reader, meter, "reader")  # what each method asks of the reader
+    predictions, samples_used, cost = [], {}, {}
+    for name, method in build_methods(cfg, metered, meter):
         log.info("method %s on %d examples", name, len(examples))
-        predictions += method(name, examples, reader)
+        with MethodCost(meter, reader) as spent:
+            predictions += method(name, examples, metered)
+        cost[name] = spent.cost
         if used := getattr(getattr(method, "decoding", None), "samples_used", None):
             samples_used[name] = statistics.fmean(used)  # sampled rationales per question
         del method  # holds its student: let it go before the next one loads
@@ -136,6 +159,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         "reader_calls": reader.backend_calls,
         "saved_calls": reader.saved_calls,  # duplicate prompts answered once, not asked again
         "samples_used": samples_used,
+        "cost": cost,  # per method: tokens asked (cached or not), calls made, seconds
+        "precision": run_precision(cfg, reader),
         "methods": results.summarize(predictions, seed=cfg.seed),
         "notes": OmegaConf.to_container(cfg.notes),
         "diagnostics": diagnostics.diagnose(predictions),
