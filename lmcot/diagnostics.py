@@ -20,6 +20,7 @@ from collections import defaultdict
 from rich.console import Console
 from rich.table import Table
 
+from lmcot.console import console as wide_console
 from lmcot.methods import Prediction
 from lmcot.metrics import normalize_answer
 
@@ -79,7 +80,7 @@ def _em_cell(group: dict | None) -> str:
 
 def print_table(diagnostics: dict, console: Console | None = None) -> None:
     """A compact table of the diagnostics, one row per method, short enough for 80 columns."""
-    console = console or Console()
+    console = console or wide_console()
     table = Table(
         title="does the reader follow the rationale?",
         caption="gold in: rationale states a gold answer · EM (n) on rationales with / without "

@@ -22,6 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 from lmcot.artifacts import write_atomic
+from lmcot.console import console as wide_console
 from lmcot.methods import Prediction
 from lmcot.metrics import normalize_answer
 from lmcot.stats import NUM_RESAMPLES, bootstrap_ci, paired_bootstrap_diff
@@ -123,7 +124,7 @@ def _interval(value: float, ci: list[float], signed: bool = False) -> str:
 
 def print_table(results: dict, console: Console | None = None) -> None:
     """Print EM with its 95% interval, F1, empty answers and the paired difference to standard."""
-    console = console or Console()
+    console = console or wide_console()
     table = Table(title=f"{results['data']} · n={results['n']} · reader {results['reader']}")
     table.add_column("method")
     table.add_column("EM [95% CI]", justify="right")
@@ -144,7 +145,7 @@ def print_table(results: dict, console: Console | None = None) -> None:
 
 def print_quality_table(intervals: dict, console: Console | None = None) -> None:
     """Aggregate rationale quality per method with its interval and its paired difference to KD."""
-    console = console or Console()
+    console = console or wide_console()
     reference = REFERENCES["vs_kd"]
     table = Table(
         title="rationale quality",

@@ -14,11 +14,11 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 from pytorch_lightning import seed_everything
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from lmcot.artifacts import is_rank_zero, job_key, write_atomic
+from lmcot.console import console
 from lmcot.results import logged_metrics
 
 log = logging.getLogger(__name__)
@@ -109,7 +109,7 @@ class SweepSummary(Callback):
                 table.add_row(escape(job.name), "[green]done[/green]", "")
             else:
                 table.add_row(escape(job.name), "[yellow]missing[/yellow]", "")
-        Console(width=max(Console().width, 160)).print(table)
+        console().print(table)
         if failed:  # SystemExit: Hydra turns an Exception from a callback into a mere warning
             raise SystemExit(
                 f"{len(failed)} of {len(jobs)} jobs failed (tracebacks in their {ERROR_FILE}); "

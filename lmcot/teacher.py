@@ -23,9 +23,9 @@ from pathlib import Path
 
 from hydra.utils import instantiate
 from omegaconf import DictConfig
-from rich.console import Console
 
 from lmcot.artifacts import artifact, is_rank_zero, write_atomic
+from lmcot.console import console
 from lmcot.data.example import Example
 from lmcot.lm.base import LM
 from lmcot.metrics import exact_match
@@ -371,7 +371,7 @@ def run_teacher(cfg: DictConfig) -> dict[str, float]:
     log.info("teacher: kept fraction %.3f (%d questions)", s["kept_fraction"], s["questions"])
     if not s["kept"]:
         log.warning("teacher: no rationale kept in %s: distillation has nothing to learn", path)
-    Console().print(
+    console().print(
         f"[bold]teacher[/bold] {type(teacher).__name__}: {s['questions']} questions, "
         f"{s['rows']} rows, {s['correct']} correct, {s['kept']} kept; "
         f"kept fraction [bold]{s['kept_fraction']:.3f}[/bold]  [dim]{path}[/dim]"

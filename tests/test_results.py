@@ -90,3 +90,27 @@ def test_quality_carries_its_interval_and_paired_difference_to_kd():
 def test_quality_without_kd_has_intervals_but_no_difference():
     intervals = quality_intervals(scored("cot", [1.0, 2.0]), num_resamples=100)
     assert intervals["cot"]["aggregate"] == 1.5 and "vs_kd" not in intervals["cot"]
+
+
+def test_tables_written_to_a_log_keep_each_row_on_one_line(capsys):
+    """Off a terminal (pytest captures stdout, as a log file would) every row of the EM table,
+    the quality table and the diagnostics stays on one line, intervals unbroken."""
+    from lmcot.diagnostics import diagnose
+    from lmcot.diagnostics import print_table as print_diagnostics
+
+    methods = ["standard", "cot", "lm_guided_kd", "lm_guided_kd_sc", "lm_guided_rl_sc"]
+    predictions = [p for m in methods for p in rows(m, [1, 0, 1, 0, 0, 1, 1, 0])]
+    summary = summarize(predictions, num_resamples=100)
+    print_table({"data": "synthetic", "n": 8, "reader": "hf:gguf:SmolLM2:bfloat16",
+                 "methods": summary})  # fmt: skip
+    print_quality_table(quality_intervals(scored("lm_guided_kd", [1.0, 2.0]) +
+                                          scored("lm_guided_rl_sc", [2.0, 2.5]),
+                                          num_resamples=100))  # fmt: skip
+    print_diagnostics(diagnose(predictions))
+    lines = capsys.readouterr().out.splitlines()
+    for name in methods:
+        row = next(line for line in lines if line.startswith(f"│ {name} "))
+        em = summary[name]
+        assert f"{em['em']:.3f} [{em['em_ci'][0]:.3f}, {em['em_ci'][1]:.3f}]" in row, row
+        if "vs_kd" in em:
+            assert f"{em['vs_kd']['diff']:+.3f} [" in row and "]" in row.split("[")[-1], row
