@@ -27,7 +27,7 @@ from hydra.utils import instantiate
 import lmcot  # noqa: F401  (config resolvers)
 from lmcot.data import synthetic
 from lmcot.prompts import FewShotPrompt
-from lmcot.refine import RefineModule, dataloaders
+from lmcot.refine import RefineModule, Rollouts, ShapedReward, dataloaders
 from lmcot.rewards.registry import RewardRegistry
 
 PROMPT = FewShotPrompt("bench", "Write a rationale.", "Question: {question}\nRationale:",
@@ -47,14 +47,13 @@ def module(student: str, algo: str, questions: int, max_new_tokens: int) -> Refi
         algorithm.group_size, algorithm.minibatch_size = 8, 16
     return RefineModule(
         instantiate(cfg.student),
-        RewardRegistry({"task": uppercase_share}),
+        ShapedReward(RewardRegistry({"task": uppercase_share})),
         algorithm,
         optimizer=lambda params: torch.optim.AdamW(params, lr=1e-5),
         rationale_prompt=PROMPT,
         answer_prompt=PROMPT,
         train_examples=synthetic.load(split="train", num_train=64),
-        batch_size=questions,
-        generation={"max_new_tokens": max_new_tokens, "temperature": 1.0},
+        rollouts=Rollouts(questions, max_new_tokens, temperature=1.0),
         log_table_every=0,
     )
 

@@ -26,7 +26,7 @@ from trl import GRPOConfig, GRPOTrainer
 import lmcot  # noqa: F401  (config resolvers)
 from lmcot.data import synthetic
 from lmcot.prompts import FewShotPrompt
-from lmcot.refine import GRPO, RefineModule, dataloaders
+from lmcot.refine import GRPO, RefineModule, Rollouts, ShapedReward, dataloaders
 from lmcot.rewards.registry import RewardRegistry
 from lmcot.rl import FixedKLController
 
@@ -73,14 +73,13 @@ def ours(examples, steps: int, group: int, max_new_tokens: int) -> float:
     torch.manual_seed(0)
     module = RefineModule(
         student(),
-        RewardRegistry({"task": uppercase_share}),
+        ShapedReward(RewardRegistry({"task": uppercase_share})),
         GRPO(FixedKLController(BETA), group_size=group, minibatch_size=QUESTIONS * group),
         optimizer=lambda params: torch.optim.AdamW(params, lr=LR),
         rationale_prompt=PROMPT,
         answer_prompt=PROMPT,
         train_examples=examples,
-        batch_size=QUESTIONS,
-        generation={"max_new_tokens": max_new_tokens, "temperature": 1.0, "stop": []},
+        rollouts=Rollouts(QUESTIONS, max_new_tokens, temperature=1.0),
         log_table_every=0,
     )
     clock = StepClock()

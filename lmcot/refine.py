@@ -51,7 +51,7 @@ from lmcot.lm.sampling import seeded
 from lmcot.metrics import exact_match
 from lmcot.precision import training_precision
 from lmcot.prompts import FewShotPrompt, extract_answer, fit_prompts, token_counter
-from lmcot.rewards.registry import RewardRegistry
+from lmcot.rewards.registry import RewardRegistry, RewardScores
 
 log = logging.getLogger(__name__)
 
@@ -86,25 +86,35 @@ class PPO:
     pathwise gradient pulls every sampled token's log-prob back and grows with the
     coefficient, which holds the policy near the reference (within about one Adam step).
 
+    The critic is a linear head on the policy's last hidden state, detached: it reads the
+    policy's features but never trains them, so the value loss cannot move the policy. A
+    critic that starts at zero makes GAE's advantage ``~ lam^(T-1-t) * R``, whose whitened
+    sign is set by the token's position, not by the reward: ``critic_warmup_steps`` first fit
+    the critic alone on rollouts of the unchanged policy, at its own ``value_lr``.
+
     Args:
         kl: KL controller (``lmcot.rl.AdaptiveKLController`` or ``FixedKLController``).
         epochs: optimisation passes over each rollout batch.
         minibatch_size: samples per optimiser step.
-        clip: ratio clip of the surrogate; value_clip: clip of the value update.
+        clip: ratio clip of the surrogate; value_clip: clip of the value update (None: none).
         vf_coef: weight of the value loss.
         gamma, lam: GAE discount and lambda over rationale tokens.
         kl_in_reward: the paper's per-token ``-coef * k1`` in the reward (True), or
             ``coef * k3`` per token in the loss (False).
+        critic_warmup_steps: steps at the start that update the critic only.
+        value_lr: the critic's learning rate (None: the policy's).
     """
 
     value_head = True
     group_size = 1
 
     def __init__(self, kl, epochs=2, minibatch_size=4, clip=0.2, value_clip=0.2, vf_coef=0.1,
-                 gamma=1.0, lam=0.95, kl_in_reward=True):  # fmt: skip
+                 gamma=1.0, lam=0.95, kl_in_reward=True, critic_warmup_steps=0,
+                 value_lr=None):  # fmt: skip
         self.kl, self.epochs, self.minibatch_size = kl, epochs, minibatch_size
         self.clip, self.value_clip, self.vf_coef = clip, value_clip, vf_coef
         self.gamma, self.lam, self.kl_in_reward = gamma, lam, kl_in_reward
+        self.critic_warmup_steps, self.value_lr = critic_warmup_steps, value_lr
 
     def advantages(self, scores, logp, ref_logp, values, mask):
         """(per-token advantages, returns) from sequence scores ``(N,)``."""
@@ -116,13 +126,15 @@ class PPO:
         advantages, returns = rl.gae(rewards, values, mask, self.gamma, self.lam)
         return rl.masked_whiten(advantages, mask), returns
 
-    def loss(self, logp, values, batch: Batch):
+    def loss(self, logp, values, batch: Batch, critic_only: bool = False):
+        vloss = rl.value_loss(values, batch.old_values, batch.returns, batch.mask, self.value_clip)
+        if critic_only:
+            return self.vf_coef * vloss, {"value_loss": vloss}
         policy, clip_ratio = rl.clipped_surrogate(
             logp, batch.old_logp, batch.advantages, batch.mask, self.clip
         )
         if not self.kl_in_reward:
             policy = policy + self.kl.value * kl_loss(logp, batch)
-        vloss = rl.value_loss(values, batch.old_values, batch.returns, batch.mask, self.value_clip)
         return policy + self.vf_coef * vloss, {"clip_ratio": clip_ratio, "value_loss": vloss}
 
 
@@ -145,6 +157,7 @@ class GRPO:
     """
 
     value_head = False
+    critic_warmup_steps = 0
 
     def __init__(self, kl, group_size=4, epochs=1, minibatch_size=8, clip=0.2,
                  scale_rewards=True, kl_in_reward=False):  # fmt: skip
@@ -158,10 +171,12 @@ class GRPO:
         if self.kl_in_reward:
             scores = scores - self.kl.value * (rl.kl_estimate(logp, ref_logp, "k1") * mask).sum(1)
         valid = mask.sum(1) > 0
-        advantages = rl.group_advantages(scores, self.group_size, valid, self.scale_rewards)
-        return advantages[:, None] * mask, None
+        return self.group_advantages(scores, valid)[:, None] * mask, None
 
-    def loss(self, logp, values, batch: Batch):
+    def group_advantages(self, scores, valid):
+        return rl.group_advantages(scores, self.group_size, valid, self.scale_rewards)
+
+    def loss(self, logp, values, batch: Batch, critic_only: bool = False):
         policy, clip_ratio = rl.clipped_surrogate(
             logp, batch.old_logp, batch.advantages, batch.mask, self.clip
         )
@@ -170,27 +185,86 @@ class GRPO:
         return policy, {"clip_ratio": clip_ratio}
 
 
+class RLOO(GRPO):
+    """REINFORCE leave-one-out (Ahmadian et al. 2024), with GRPO's clipped updates: each
+    sample's advantage is its reward minus the mean of the *other* samples of its question
+    (unbiased, no critic, no division by a group std that explodes when a group agrees).
+
+    Args: as :class:`GRPO`; ``scale_rewards`` must stay False (the baseline is not scaled).
+    """
+
+    def __init__(self, kl, group_size=4, epochs=1, minibatch_size=8, clip=0.2,
+                 scale_rewards=False, kl_in_reward=False):  # fmt: skip
+        if scale_rewards:
+            raise ValueError("refine.algorithm.scale_rewards must be false for RLOO")
+        super().__init__(kl, group_size, epochs, minibatch_size, clip, False, kl_in_reward)
+
+    def group_advantages(self, scores, valid):
+        return rl.leave_one_out_advantages(scores, self.group_size, valid)
+
+
+@dataclass(frozen=True)
+class Rollouts:
+    """What each step samples: ``batch_size`` training questions (per rank under DDP), the
+    algorithm's ``group_size`` rationales each, of at most ``max_new_tokens`` at
+    ``temperature`` (validation decodes greedily with the same budget)."""
+
+    batch_size: int = 4
+    max_new_tokens: int = 48
+    temperature: float = 1.0
+
+
+class ShapedReward:
+    """The registry's aggregate with the rails of the module doc: a rationale without reward
+    gets none (and no gradient), an empty one ``empty_penalty``, one cut off by
+    ``max_new_tokens`` its reward minus ``truncation_penalty``."""
+
+    def __init__(self, registry: RewardRegistry, empty_penalty: float = -1.0,
+                 truncation_penalty: float = 0.5):  # fmt: skip
+        self.registry = registry
+        self.empty_penalty, self.truncation_penalty = empty_penalty, truncation_penalty
+
+    def __call__(self, prompts, texts, finished, examples) -> tuple[list, list, RewardScores]:
+        """(reward per sample, has-reward flags, the registry's scores)."""
+        scores = self.registry(prompts, texts, examples=examples)
+        rewards, valid = [], []
+        for text, done, score in zip(texts, finished, scores.aggregate):
+            if not text.strip():
+                score = self.empty_penalty
+            elif score is not None and not done:
+                score -= self.truncation_penalty
+            rewards.append(0.0 if score is None else float(score))
+            valid.append(score is not None)
+        return rewards, valid, scores
+
+    def raw_aggregate(self, prompts, texts, examples) -> list[float | None]:
+        """The aggregate of the raw aspect scores, touching no running statistics: validation's
+        reward, comparable from step to step (the rails left out: greedy rationales)."""
+        raw = self.registry.score(prompts, texts, examples=examples)
+        return self.registry.combine(raw, raw).aggregate
+
+
 class RefineModule(pl.LightningModule):
     """RL refinement of the student; manual optimisation (rollout, score, several updates).
 
     Args:
         student: the policy's wrapper (its ``.model`` is trained in place; LoRA or full).
-        registry: the reward registry (``instantiate(cfg.reward, lm=reader)``).
-        algorithm: :class:`PPO` or :class:`GRPO` (``cfg.refine.algorithm``).
-        optimizer: a partial optimiser, given the trainable parameters.
+        reward: the reward registry (``instantiate(cfg.reward, lm=reader)``) with its rails.
+        algorithm: :class:`PPO`, :class:`GRPO` or :class:`RLOO` (``cfg.refine.algorithm``).
+        optimizer: a partial optimiser, given the trainable parameters (as groups: the
+            critic's at the algorithm's ``value_lr``).
         rationale_prompt: the student's prompt; answer_prompt: the reader's LM-guided prompt.
         train_examples: questions to roll out on; val_examples: held-out training questions.
         reader: the reader for validation EM (None: validation logs the reward only).
-        batch_size: questions per step (per rank); seed: seeds each step's draws.
-        generation: sampling parameters of rollouts (max_new_tokens, temperature, top_p).
-        empty_penalty, truncation_penalty, kl_limit, max_grad_norm: see the module doc.
+        rollouts: what each step samples (:class:`Rollouts`); seed: seeds each step's draws.
+        kl_limit, max_grad_norm: see the module doc.
         log_table_every: log a table of sample rationales every this many steps (0: never).
     """
 
     def __init__(
         self,
         student: HFModel,
-        registry: RewardRegistry,
+        reward: ShapedReward,
         algorithm,
         optimizer: partial,
         rationale_prompt: FewShotPrompt,
@@ -198,32 +272,25 @@ class RefineModule(pl.LightningModule):
         train_examples: list[Example],
         val_examples: list[Example] | None = None,
         reader: LM | None = None,
-        batch_size: int = 4,
+        rollouts: Rollouts = Rollouts(),
         seed: int = 0,
-        generation: dict | None = None,
-        empty_penalty: float = -1.0,
-        truncation_penalty: float = 0.5,
         kl_limit: float = 50.0,
         max_grad_norm: float = 1.0,
         log_table_every: int = 10,
     ):
         super().__init__()
         self.automatic_optimization = False
-        self.student, self.registry, self.algorithm, self.reader = (
-            student,
-            registry,
-            algorithm,
-            reader,
-        )
+        self.student, self.reward, self.algorithm = student, reward, algorithm
+        self.reader = reader
         self.optimizer_factory = optimizer
         self.rationale_prompt, self.answer_prompt = rationale_prompt, answer_prompt
         self.count_tokens = token_counter(student)  # the rule that fits prompts everywhere
         self.train_examples, self.val_examples = train_examples, val_examples or []
-        self.batch_size, self.seed = batch_size, seed
-        gen = {**rationale_prompt.generation, "temperature": 1.0, **(generation or {})}
+        self.batch_size, self.seed = rollouts.batch_size, seed
+        gen = {**rationale_prompt.generation, "max_new_tokens": rollouts.max_new_tokens,
+               "temperature": rollouts.temperature}  # fmt: skip
         self.sampling = GenerationParams(**gen)
         self.greedy = GenerationParams(**{**gen, "temperature": 0.0})
-        self.empty_penalty, self.truncation_penalty = empty_penalty, truncation_penalty
         self.kl_limit, self.max_grad_norm = kl_limit, max_grad_norm
         self.log_table_every = log_table_every
         self.model = student.model.eval()  # a submodule: Lightning moves and saves it
@@ -272,7 +339,8 @@ class RefineModule(pl.LightningModule):
         logits = logits.float() / self.sampling.temperature
         picked = rl.selective_logprobs(logits, batch.completion_ids)
         spread = rl.entropy_from_logits(logits.detach()) if entropy else None
-        value = self.value_head(hidden.float()).squeeze(-1) if values else None
+        # detached: the critic reads the policy's features, its loss never trains them
+        value = self.value_head(hidden.detach().float()).squeeze(-1) if values else None
         return picked, spread, value
 
     @torch.no_grad()
@@ -294,20 +362,6 @@ class RefineModule(pl.LightningModule):
         wanted = order[: self.batch_size * world][rank::world]
         return [self.train_examples[i] for i in wanted]
 
-    def rewards(self, texts, finished, examples, prompts):
-        """(reward per sample, has-reward mask, the registry's scores) with the rails applied."""
-        scores = self.registry(prompts, texts, examples=examples)
-        rewards, valid = [], []
-        for text, done, score in zip(texts, finished, scores.aggregate):
-            if not text.strip():
-                score = self.empty_penalty
-            elif score is not None and not done:
-                score -= self.truncation_penalty
-            rewards.append(0.0 if score is None else float(score))
-            valid.append(score is not None)
-        device = self.device
-        return torch.tensor(rewards, device=device), torch.tensor(valid, device=device), scores
-
     def training_step(self, _batch, batch_idx: int) -> None:
         self.model.eval()  # Lightning switches to train mode each epoch; dropout stays off
         rank = self.trainer.global_rank
@@ -324,7 +378,9 @@ class RefineModule(pl.LightningModule):
         out = self.student.rollout(prompts, self.sampling, n=k)
         examples = [ex for ex in examples for _ in range(k)]
         prompts = [p for p in prompts for _ in range(k)]
-        rewards, valid, scores = self.rewards(out["texts"], out["finished"], examples, prompts)
+        rewards, valid, scores = self.reward(prompts, out["texts"], out["finished"], examples)
+        rewards = torch.tensor(rewards, device=self.device)
+        valid = torch.tensor(valid, device=self.device)
 
         batch = Batch(out["prompt_ids"], out["prompt_mask"], out["completion_ids"],
                       out["completion_mask"].float(), None, None, None)  # fmt: skip
@@ -351,16 +407,22 @@ class RefineModule(pl.LightningModule):
             rewards, batch.old_logp, batch.ref_logp, values, batch.mask
         )
         batch.old_values = values
-        stats = self.update(batch, forward=(logp, live_values) if reuse else None)
-        self.algorithm.kl.update(kl, n_steps=len(rewards))
+        critic_only = self.rl_step < self.algorithm.critic_warmup_steps
+        stats = self.update(batch, forward=(logp, live_values) if reuse else None,
+                            critic_only=critic_only)  # fmt: skip
+        if not critic_only:
+            self.algorithm.kl.update(kl, n_steps=len(rewards))
+        stats |= self.diagnostics(batch, scores)
         self.log_step(scores, rewards, valid, kl, entropy, chosen, stats)
         self.maybe_log_table(examples, out["texts"], scores, rewards)
 
-    def update(self, batch: Batch, forward: tuple | None = None) -> dict[str, float]:
+    def update(self, batch: Batch, forward: tuple | None = None,
+               critic_only: bool = False) -> dict[str, float]:  # fmt: skip
         """Several epochs of clipped updates over shuffled minibatches; mean stats.
 
         ``forward``: (log-probs, values) of the whole batch already computed with gradients,
-        used by the first minibatch instead of a new forward (when it is the whole batch)."""
+        used by the first minibatch instead of a new forward (when it is the whole batch).
+        ``critic_only``: the critic's warm-up, the value loss alone (the policy unchanged)."""
         optimizer = self.optimizers()
         stats: dict[str, list[float]] = {}
         n = len(batch.prompt_ids)
@@ -372,7 +434,7 @@ class RefineModule(pl.LightningModule):
                     forward = None
                 else:
                     logp, _, values = self.policy(mini, values=self.value_head is not None)
-                loss, parts = self.algorithm.loss(logp, values, mini)
+                loss, parts = self.algorithm.loss(logp, values, mini, critic_only)
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"refine step {self.rl_step}: non-finite loss {loss}")
                 optimizer.zero_grad()
@@ -384,6 +446,22 @@ class RefineModule(pl.LightningModule):
         return {name: statistics.fmean(values) for name, values in stats.items()}
 
     # ---- logging -----------------------------------------------------------------------
+    def diagnostics(self, batch: Batch, scores: RewardScores) -> dict[str, float]:
+        """What shows a broken step in its first minutes: the advantage over the first and the
+        last quarter of a rationale's tokens (a critic at zero makes the late ones larger),
+        the critic's explained variance, and each aspect's normalised reward."""
+        first, last = rl.quarter_means(batch.advantages, batch.mask)
+        out = {"advantage/first_quarter": first, "advantage/last_quarter": last}
+        if batch.returns is not None:
+            out["explained_variance"] = rl.explained_variance(batch.old_values, batch.returns,
+                                                              batch.mask)  # fmt: skip
+        if self.reward.registry.normalizes:
+            for aspect, values in scores.normalized.items():
+                present = [v for v in values if v is not None]
+                if present:
+                    out[f"rewards/{aspect}/normalized_mean"] = statistics.fmean(present)
+        return out
+
     def log_step(self, scores, rewards, valid, kl, entropy, chosen, stats) -> None:
         """TRL's metric names: rewards/<aspect>/mean|std, reward, kl, entropy, clip_ratio ..."""
         metrics = {}
@@ -422,8 +500,7 @@ class RefineModule(pl.LightningModule):
         """Reader EM with the current policy's greedy rationales, and their mean reward."""
         prompts, _ = fit_prompts(self.rationale_prompt, examples, self.count_tokens)
         texts = self.student.rollout(prompts, self.greedy)["texts"]
-        scores = self.registry(prompts, texts, examples=examples)
-        present = [s for s in scores.aggregate if s is not None]
+        present = [s for s in self.reward.raw_aggregate(prompts, texts, examples) if s is not None]
         metrics = {"val/reward": statistics.fmean(present) if present else 0.0}
         if self.reader is not None:
             answers = self.reader.generate(
@@ -437,19 +514,28 @@ class RefineModule(pl.LightningModule):
 
     # ---- optimiser and checkpoints -----------------------------------------------------
     def configure_optimizers(self):
-        return self.optimizer_factory(params=[p for p in self.parameters() if p.requires_grad])
+        critic = [] if self.value_head is None else list(self.value_head.parameters())
+        ids = {id(p) for p in critic}
+        policy = [p for p in self.parameters() if p.requires_grad and id(p) not in ids]
+        groups = [{"params": policy}]
+        if critic:
+            lr = getattr(self.algorithm, "value_lr", None)
+            groups.append({"params": critic, **({"lr": lr} if lr else {})})
+        return self.optimizer_factory(params=groups)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         trainable = {n for n, p in self.named_parameters() if p.requires_grad}
         checkpoint["state_dict"] = {
             k: v for k, v in checkpoint["state_dict"].items() if k in trainable
         }  # LoRA: the adapters and value head; never the frozen base or reference
-        checkpoint["refine"] = {"step": self.rl_step, "kl": self.algorithm.kl.state_dict()}
+        checkpoint["refine"] = {"step": self.rl_step, "kl": self.algorithm.kl.state_dict(),
+                                "reward": self.reward.registry.state_dict()}  # fmt: skip
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         check_trained_keys(self, checkpoint["state_dict"], "the checkpoint resumed from")
         self.rl_step = checkpoint["refine"]["step"]
         self.algorithm.kl.load_state_dict(checkpoint["refine"]["kl"])
+        self.reward.registry.load_state_dict(checkpoint["refine"]["reward"])
 
 
 class Steps(torch.utils.data.Dataset):
@@ -505,7 +591,9 @@ def _refine(cfg: DictConfig, art: artifacts.Artifact, kd: Path) -> dict[str, flo
     reader = instantiate(cfg.reader)
     module = RefineModule(
         student,
-        registry=instantiate(cfg.reward, lm=reader),
+        reward=ShapedReward(
+            instantiate(cfg.reward, lm=reader), r.empty_penalty, r.truncation_penalty
+        ),
         algorithm=instantiate(r.algorithm),
         optimizer=instantiate(r.optimizer),
         rationale_prompt=instantiate(cfg.prompts.rationale),
@@ -513,11 +601,8 @@ def _refine(cfg: DictConfig, art: artifacts.Artifact, kd: Path) -> dict[str, flo
         train_examples=train_examples,
         val_examples=val_examples,
         reader=reader,
-        batch_size=r.batch_size,
+        rollouts=Rollouts(r.batch_size, r.max_new_tokens, r.temperature),
         seed=cfg.seed,
-        generation={"max_new_tokens": r.max_new_tokens, "temperature": r.temperature},
-        empty_penalty=r.empty_penalty,
-        truncation_penalty=r.truncation_penalty,
         kl_limit=r.kl_limit,
         max_grad_norm=r.max_grad_norm,
         log_table_every=r.log_table_every,

@@ -81,9 +81,13 @@ def value_loss(
     old_values: torch.Tensor,
     returns: torch.Tensor,
     mask: torch.Tensor,
-    clip: float = 0.2,
+    clip: float | None = 0.2,
 ) -> torch.Tensor:
-    """Clipped value loss: ``0.5 * max((v - R)^2, (clip(v, v_old +- clip) - R)^2)``."""
+    """Clipped value loss: ``0.5 * max((v - R)^2, (clip(v, v_old +- clip) - R)^2)``; with
+    ``clip=None`` the plain ``0.5 * (v - R)^2`` (a clip in reward units lets a critic move only
+    ``clip`` a rollout towards returns of another scale)."""
+    if clip is None:
+        return 0.5 * masked_mean((values - returns) ** 2, mask)
     clipped = old_values + (values - old_values).clamp(-clip, clip)
     worst = torch.maximum((values - returns) ** 2, (clipped - returns) ** 2)
     return 0.5 * masked_mean(worst, mask)
@@ -132,6 +136,56 @@ def group_advantages(
         var = ((r - mean) ** 2 * v).sum(1, keepdim=True) / (count - 1).clamp(min=1)
         advantages = advantages / (var.sqrt() + eps)
     return advantages.view(-1)
+
+
+def leave_one_out_advantages(
+    rewards: torch.Tensor, group_size: int, valid: torch.Tensor | None = None
+) -> torch.Tensor:
+    """RLOO's advantages (Ahmadian et al. 2024): each reward minus the mean of the *other*
+    valid samples of its group, an unbiased baseline that needs no critic. Invalid samples,
+    and a group's only valid sample, get 0.
+
+    >>> leave_one_out_advantages(torch.tensor([1.0, 2.0, 6.0, 5.0]), 2).tolist()
+    [-1.0, 1.0, 1.0, -1.0]
+    """
+    if rewards.numel() % group_size:
+        raise ValueError(f"{rewards.numel()} rewards do not split into groups of {group_size}")
+    valid = torch.ones_like(rewards) if valid is None else valid.to(rewards.dtype)
+    r, v = (rewards * valid).view(-1, group_size), valid.view(-1, group_size)
+    others = (v.sum(1, keepdim=True) - v).clamp(min=1)
+    baseline = (r.sum(1, keepdim=True) - r) / others
+    alone = v.sum(1, keepdim=True) < 2
+    return torch.where(alone, torch.zeros_like(r), (r - baseline) * v).view(-1)
+
+
+def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor) -> float:
+    """``1 - Var(returns - values) / Var(returns)`` over the masked tokens: 1 for a critic that
+    predicts the returns, 0 for one that predicts their mean, below 0 for a worse one (nan when
+    the returns do not vary).
+
+    >>> r, m = torch.tensor([[1.0, 3.0]]), torch.ones(1, 2)
+    >>> explained_variance(r, r, m), explained_variance(torch.full_like(r, 2.0), r, m)
+    (1.0, 0.0)
+    """
+    var = masked_mean((returns - masked_mean(returns, mask)) ** 2, mask)
+    error = returns - values
+    residual = masked_mean((error - masked_mean(error, mask)) ** 2, mask)
+    return float(1 - residual / var) if var > 0 else float("nan")
+
+
+def quarter_means(x: torch.Tensor, mask: torch.Tensor) -> tuple[float, float]:
+    """Mean of ``x`` over the first and over the last quarter of each row's masked tokens
+    (at least one token each): an advantage that depends on position shows here.
+
+    >>> quarter_means(torch.tensor([[1.0, 2.0, 3.0, 4.0, 0.0]]), torch.tensor([[1.0] * 4 + [0.0]]))
+    (1.0, 4.0)
+    """
+    lengths = mask.sum(1, keepdim=True)
+    position = mask.cumsum(1) - 1  # 0-based index among the row's masked tokens
+    span = (lengths / 4).ceil().clamp(min=1)
+    first = mask * (position < span)
+    last = mask * (position >= lengths - span)
+    return masked_mean(x, first).item(), masked_mean(x, last).item()
 
 
 def selective_logprobs(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:

@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 from lmcot.data import synthetic
 from lmcot.lm.base import GenerationParams
 from lmcot.prompts import FewShotPrompt
-from lmcot.refine import Batch, RefineModule, dataloaders
+from lmcot.refine import Batch, RefineModule, Rollouts, ShapedReward, dataloaders
 from lmcot.rewards.registry import RewardRegistry
 from train import train
 
@@ -66,15 +66,13 @@ def build(cfg_factory, student, algo, reward=uppercase_share, lr=1e-2, *override
     make_optimizer = kw.pop("optimizer", torch.optim.AdamW)
     module = RefineModule(
         instantiate(cfg.student),
-        RewardRegistry({"task": reward}),
+        ShapedReward(RewardRegistry({"task": reward}), truncation_penalty=0.0),
         instantiate(cfg.refine.algorithm),
         optimizer=lambda params: make_optimizer(params, lr=lr),
         rationale_prompt=PROMPT,
         answer_prompt=instantiate(cfg.prompts.guided),
         train_examples=EXAMPLES,
-        batch_size=kw.pop("batch_size", 4),
-        generation={"max_new_tokens": 8, "temperature": kw.pop("temperature", 1.0)},
-        truncation_penalty=0.0,
+        rollouts=Rollouts(kw.pop("batch_size", 4), 8, kw.pop("temperature", 1.0)),
         log_table_every=0,
         **kw,
     )
@@ -127,7 +125,7 @@ def test_rollouts_sample_the_whole_distribution_not_its_top_50(cfg_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("algo", ["ppo", "grpo"])
+@pytest.mark.parametrize("algo", ["ppo", "grpo", "rloo"])
 @pytest.mark.parametrize("student", ["tiny_llama", "tiny_t5"])
 def test_reward_with_a_known_optimum_rises(cfg_factory, tmp_path, student, algo):
     """30 steps take the uppercase share from ~0.08 towards its optimum 1.0 (measured, seed 0,
@@ -253,7 +251,7 @@ def test_one_minibatch_per_epoch_reuses_the_rollout_forward_with_the_same_result
         forwards, policy, update = [], module.policy, module.update
         module.policy = lambda *a, **k: forwards.append(1) or policy(*a, **k)
         if not reuse:  # the two-forward path: the update runs its own forward
-            module.update = lambda batch, forward=None: update(batch)
+            module.update = lambda batch, forward=None, critic_only=False: update(batch)
         fit(module, 2, tmp_path / str(reuse))
         return module, len(forwards), seen["loss"]
 
@@ -274,7 +272,8 @@ def test_lora_policy_checkpoints_adapters_and_value_head_only(cfg_factory):
     assert checkpoint["state_dict"] and all(
         "lora_" in k or k.startswith("value_head.") for k in checkpoint["state_dict"]
     )
-    assert checkpoint["refine"] == {"step": 0, "kl": module.algorithm.kl.state_dict()}
+    assert checkpoint["refine"] == {"step": 0, "kl": module.algorithm.kl.state_dict(),
+                                    "reward": module.reward.registry.state_dict()}
 
 
 @pytest.mark.slow
@@ -339,3 +338,53 @@ def test_kill_9_mid_epoch_then_rerun_exports_the_uninterrupted_student(tmp_path)
     (ckpt,) = (tmp_path / "cut" / "cache" / "refine").glob("*/checkpoints/last.ckpt")
     last = torch.load(ckpt, map_location="cpu", weights_only=False)
     assert last["refine"]["step"] == steps  # the cut epoch ran only its remaining steps
+
+
+def constant(prompts, completions, **_):
+    return [3.0 for _ in completions]
+
+
+def test_critic_warm_up_fits_the_critic_alone_and_removes_the_position_bias(cfg_factory, tmp_path):
+    """A constant reward carries no signal. With the critic at zero, GAE makes late tokens'
+    advantages larger than early ones', and whitening turns that into a sign set by position;
+    after warm-up (the critic alone, policy untouched) the advantages no longer follow it."""
+    pl.seed_everything(0)
+    over = ["refine.algorithm.critic_warmup_steps=12", "refine.algorithm.value_lr=0.1",
+            "refine.algorithm.value_clip=null"]  # fmt: skip
+    module, _ = build(cfg_factory, "tiny_llama", "ppo", constant, 1e-2, *over, batch_size=4)
+    seen, advantages = [], module.algorithm.advantages
+
+    def spy(scores, logp, ref_logp, values, mask):
+        adv, ret = advantages(scores, logp, ref_logp, values, mask)
+        position = (mask.cumsum(1) - 1)[mask > 0]
+        seen.append(torch.corrcoef(torch.stack([position, adv[mask > 0]]))[0, 1].item())
+        return adv, ret
+
+    module.algorithm.advantages = spy
+    policy = {k: v.clone() for k, v in module.model.state_dict().items()}
+    fit(module, 12, tmp_path)
+    assert all(torch.equal(v, module.model.state_dict()[k]) for k, v in policy.items())
+    assert seen[0] > 0.5  # a zero critic: the advantage is set by the position
+    assert abs(seen[-1]) < 0.3, seen
+
+
+def test_normalised_rewards_resume_with_their_running_statistics(cfg_factory, tmp_path):
+    """Aspects z-scored against their running history: a run resumed from a checkpoint goes on
+    with the history it had, so its next losses equal an uninterrupted run's."""
+
+    def trained(epochs, ckpt=None, root="a"):
+        pl.seed_everything(0)
+        module, seen = build(cfg_factory, "tiny_llama", "grpo", batch_size=2)
+        module.reward.registry = RewardRegistry({"task": uppercase_share,
+                                                 "readability": lambda p, c, **_: [
+                                                     len(t) / 10 for t in c]},
+                                                normalize=True)  # fmt: skip
+        checkpoint = pl.callbacks.ModelCheckpoint(dirpath=tmp_path / root, save_last=True)
+        fit(module, 2, tmp_path / root, epochs, ckpt, [checkpoint])
+        return module, seen["loss"]
+
+    full, full_losses = trained(2, root="full")
+    trained(1, root="cut")
+    resumed, resumed_losses = trained(2, tmp_path / "cut" / "last.ckpt", root="cut")
+    assert resumed_losses == pytest.approx(full_losses[2:], rel=1e-5)
+    assert resumed.reward.registry.state_dict() == full.reward.registry.state_dict()

@@ -113,3 +113,46 @@ def test_selective_logprobs_equal_the_log_softmax_at_the_ids():
     logits, ids = torch.randn(2, 3, 11), torch.randint(0, 11, (2, 3))
     expected = logits.log_softmax(-1).gather(-1, ids[..., None]).squeeze(-1)
     assert torch.allclose(rl.selective_logprobs(logits, ids), expected, atol=1e-6)
+
+
+def test_leave_one_out_advantages_by_hand():
+    rewards = T([1.0, 2.0, 6.0, 0.0, 4.0, 8.0])
+    adv = rl.leave_one_out_advantages(rewards, 3)
+    assert torch.allclose(adv, T([1 - 4.0, 2 - 3.5, 6 - 1.5, 0 - 6.0, 4 - 4.0, 8 - 2.0]))
+    valid = T([1.0, 0.0, 1.0, 1.0, 0.0, 0.0])  # the second group has one valid sample
+    assert torch.allclose(rl.leave_one_out_advantages(rewards, 3, valid),
+                          T([1 - 6.0, 0.0, 6 - 1.0, 0.0, 0.0, 0.0]))  # fmt: skip
+
+
+def test_explained_variance_and_quarter_means():
+    returns, mask = T([[1.0, 2.0, 3.0, 4.0]]), torch.ones(1, 4)
+    assert rl.explained_variance(returns, returns, mask) == 1.0
+    assert rl.explained_variance(torch.zeros(1, 4), returns, mask) == pytest.approx(0.0)
+    assert rl.explained_variance(-returns, returns, mask) < 0
+    assert rl.quarter_means(returns, mask) == (1.0, 4.0)
+    mask = T([[1.0, 1.0, 1.0, 1.0], [1.0, 1.0, 0.0, 0.0]])
+    first, last = rl.quarter_means(T([[1.0, 2.0, 3.0, 4.0], [10.0, 20.0, 99.0, 99.0]]), mask)
+    assert (first, last) == (5.5, 12.0)  # (1 + 10) / 2, (4 + 20) / 2
+
+
+def test_value_loss_without_a_clip_is_the_plain_squared_error():
+    values, old, returns = T([[3.0]]), T([[0.0]]), T([[5.0]])
+    assert rl.value_loss(values, old, returns, torch.ones(1, 1), clip=None).item() == 2.0
+    assert rl.value_loss(values, old, returns, torch.ones(1, 1), clip=0.2).item() == pytest.approx(
+        0.5 * 4.8**2
+    )
+
+
+def test_a_critic_that_predicts_the_return_leaves_no_advantage():
+    from lmcot.refine import PPO
+
+    ppo = PPO(rl.FixedKLController(0.0), gamma=1.0, lam=0.95)
+    scores, mask = T([2.0, 5.0]), T([[1.0, 1.0, 1.0, 0.0], [1.0, 1.0, 1.0, 1.0]])
+    logp = torch.zeros(2, 4)
+    values = scores[:, None] * mask  # the return of every token: the sequence reward
+    advantages, returns = ppo.advantages(scores, logp, logp, values, mask)
+    assert torch.allclose(advantages, torch.zeros(2, 4), atol=1e-3)
+    assert torch.allclose(returns, values)
+    # a critic at zero instead: the advantage grows towards the end, whatever the reward
+    zero, _ = ppo.advantages(scores, logp, logp, torch.zeros(2, 4), mask)
+    assert (zero[:, 0] < zero[:, 2]).all()

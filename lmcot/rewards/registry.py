@@ -77,6 +77,13 @@ class RunningNormalizer:
         self.history: deque[float] = deque(maxlen=window)
         self.eps = eps
 
+    def state_dict(self) -> dict:
+        return {"history": list(self.history)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.history.clear()
+        self.history.extend(state["history"])
+
     def __call__(self, scores: list[float | None]) -> list[float | None]:
         self.history.extend(s for s in scores if s is not None)
         if not self.history:
@@ -208,6 +215,14 @@ class RewardRegistry:
             )
             for aspect, scorer in self.scorers.items()
         }
+
+    def state_dict(self) -> dict:
+        """The running statistics (normalising registries): a resumed RL run continues them."""
+        return {a: n.state_dict() for a, n in (self.normalizers or {}).items()}
+
+    def load_state_dict(self, state: dict) -> None:
+        for aspect, normalizer in (self.normalizers or {}).items():
+            normalizer.load_state_dict(state[aspect])
 
     def combine(self, raw: dict, normalized: dict) -> RewardScores:
         """Aggregate ``normalized`` (``raw`` itself when not normalising) row by row."""
