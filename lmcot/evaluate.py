@@ -107,12 +107,14 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     if not examples:
         raise ValueError(f"data config {cfg.data._target_} produced no examples")
     reader: LM = instantiate(cfg.reader)
-    predictions, samples_used = [], {}
+    predictions, samples_used, second_turn = [], {}, {}
     for name, method in build_methods(cfg, reader):
         log.info("method %s on %d examples", name, len(examples))
         predictions += method(name, examples, reader)
         if used := getattr(getattr(method, "decoding", None), "samples_used", None):
             samples_used[name] = statistics.fmean(used)  # sampled rationales per question
+        if hasattr(method, "second_turns"):  # CoT replies that stated no answer, asked again
+            second_turn[name] = method.second_turns
         del method  # holds its student: let it go before the next one loads
     summary = {
         "n": len(examples),
@@ -122,6 +124,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         "reader_calls": reader.backend_calls,
         "saved_calls": reader.saved_calls,  # duplicate prompts answered once, not asked again
         "samples_used": samples_used,
+        "second_turn": second_turn,
         "methods": results.summarize(predictions, seed=cfg.seed),
         "notes": OmegaConf.to_container(cfg.notes),
         "diagnostics": diagnostics.diagnose(predictions),
