@@ -142,7 +142,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     reader: LM = instantiate(cfg.reader)
     meter = Meter()
     metered = Metered(reader, meter, "reader")  # what each method asks of the reader
-    predictions, samples_used, cost = [], {}, {}
+    predictions, samples_used, second_turn, cost = [], {}, {}, {}
     for name, method in build_methods(cfg, metered, meter):
         log.info("method %s on %d examples", name, len(examples))
         with MethodCost(meter, reader) as spent:
@@ -150,6 +150,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         cost[name] = spent.cost
         if used := getattr(getattr(method, "decoding", None), "samples_used", None):
             samples_used[name] = statistics.fmean(used)  # sampled rationales per question
+        if hasattr(method, "second_turns"):  # CoT replies that stated no answer, asked again
+            second_turn[name] = method.second_turns
         del method  # holds its student: let it go before the next one loads
     summary = {
         "n": len(examples),
@@ -159,6 +161,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         "reader_calls": reader.backend_calls,
         "saved_calls": reader.saved_calls,  # duplicate prompts answered once, not asked again
         "samples_used": samples_used,
+        "second_turn": second_turn,
         "cost": cost,  # per method: tokens asked (cached or not), calls made, seconds
         "precision": run_precision(cfg, reader),
         "methods": results.summarize(predictions, seed=cfg.seed),

