@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+import torch
 from filelock import FileLock
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -140,6 +141,20 @@ def is_rank_zero() -> bool:
     ``LOCAL_RANK``, ``SLURM_PROCID``) at import and from the strategy once it is set up, so
     this also holds in stages that run outside a Trainer (teacher, evaluate)."""
     return getattr(rank_zero_only, "rank", 0) == 0
+
+
+def wait_for_rank_zero() -> None:
+    """Hold every rank of the process group here until all arrive; at once without one.
+
+    A training stage calls it after rank zero's export, so no rank starts the next stage before
+    the student it reads is complete. A barrier, not a wait on the done marker: if rank zero
+    dies, its closed connection fails the others at once instead of after a timeout. Under
+    Lightning's launcher the group exists from the first ``fit`` on, in every rank alike (rank
+    1 starts then), and a stage that reuses its export does so on every rank (one that trains
+    needs all ranks in its ``fit``), so the ranks meet at the same calls.
+    """
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
 
 
 def write_atomic(path: Path, text: str) -> None:

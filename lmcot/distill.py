@@ -25,7 +25,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader
 
 from lmcot import loggers
-from lmcot.artifacts import DONE, Artifact, artifact
+from lmcot.artifacts import DONE, Artifact, artifact, wait_for_rank_zero
 from lmcot.data.example import Example
 from lmcot.lm.base import LM
 from lmcot.lm.fingerprint import path_fingerprint
@@ -308,7 +308,8 @@ def reader_em(
 def run_distill(cfg: DictConfig) -> dict[str, float]:
     """Stage entry: fit the student on the teacher JSONL, export it, or reuse the export.
 
-    Holds the artifact's lock throughout, so parallel jobs with one key train once.
+    Holds the artifact's lock throughout, so parallel jobs with one key train once. Under
+    DDP/FSDP every rank trains and returns once rank zero's export is complete.
     """
     art = artifact(cfg, "distill")
     with art.lock():
@@ -316,7 +317,9 @@ def run_distill(cfg: DictConfig) -> dict[str, float]:
             log.info("distilled student exists, reusing %s (manifest.json says why)", art.student)
             return json.loads((art.student / DONE).read_text())
         art.write_manifest()
-        return _distill(cfg, art)
+        metrics = _distill(cfg, art)
+    wait_for_rank_zero()  # the next stage reads the export
+    return metrics
 
 
 def _distill(cfg: DictConfig, art: Artifact) -> dict[str, float]:

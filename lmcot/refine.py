@@ -561,7 +561,8 @@ def dataloaders(steps_per_epoch: int, val_examples: list[Example]):
 def run_refine(cfg: DictConfig) -> dict[str, float]:
     """Stage entry: RL-refine the KD student, export the best policy, or reuse the export.
 
-    Holds the artifact's lock throughout, so parallel jobs with one key refine once.
+    Holds the artifact's lock throughout, so parallel jobs with one key refine once. Under
+    DDP/FSDP every rank refines and returns once rank zero's export is complete.
     """
     art = artifacts.artifact(cfg, "refine")
     with art.lock():
@@ -573,7 +574,9 @@ def run_refine(cfg: DictConfig) -> dict[str, float]:
             raise FileNotFoundError(f"no distilled student at {kd.student}: run the distill "
                                     "stage first (stages=[teacher,distill,refine])")  # fmt: skip
         art.write_manifest()
-        return _refine(cfg, art, kd.student)
+        metrics = _refine(cfg, art, kd.student)
+    artifacts.wait_for_rank_zero()  # evaluation reads the export
+    return metrics
 
 
 def _refine(cfg: DictConfig, art: artifacts.Artifact, kd: Path) -> dict[str, float]:

@@ -3,11 +3,13 @@
 import io
 import sqlite3
 import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from lmcot.lm.base import LM, GenerationParams, resumed
-from lmcot.lm.cache import CacheError, ResponseCache
+from lmcot.lm.cache import SCHEMA_VERSION, CacheError, ResponseCache
 
 
 class CountingLM(LM):
@@ -112,6 +114,23 @@ def test_short_backend_answer_is_a_clear_error(tmp_path):
 
     with pytest.raises(RuntimeError, match="expected 2 each"):
         ShortLM(cache=tmp_path / "c.sqlite").generate(["a"], GenerationParams(temperature=1), n=2)
+
+
+def test_a_cache_another_process_is_creating_opens_once_it_is_made(tmp_path):
+    """DDP ranks open the same fresh score cache at the same moment: the one that finds the file
+    empty while the other creates it waits for that, instead of failing on existing tables."""
+    path = tmp_path / "c.sqlite"
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("PRAGMA journal_mode=WAL")
+    other.execute("BEGIN IMMEDIATE")
+    for table in ("meta", "responses"):
+        other.execute(f"CREATE TABLE {table} (key TEXT PRIMARY KEY, value TEXT)")
+    other.execute("INSERT INTO meta VALUES ('lmcot_cache', ?)", (SCHEMA_VERSION,))
+    with ThreadPoolExecutor(1) as pool:
+        opening = pool.submit(ResponseCache, path)
+        time.sleep(1.0)  # it has read the still empty schema and waits for the write lock
+        other.execute("COMMIT")
+        assert len(opening.result()) == 0
 
 
 def test_corrupt_file_is_refused(tmp_path):

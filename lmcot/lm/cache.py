@@ -36,11 +36,16 @@ class ResponseCache:
             raise CacheError(
                 f"{self.path} is not a readable SQLite file ({e}); move it away"
             ) from e
-        if not tables:
+        if not tables:  # another process may create it now (DDP ranks): one idempotent write
             with self._db:
-                self._db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)")
-                self._db.execute("CREATE TABLE responses (key TEXT PRIMARY KEY, value TEXT)")
-                self._db.execute("INSERT INTO meta VALUES ('lmcot_cache', ?)", (SCHEMA_VERSION,))
+                self._db.execute("BEGIN IMMEDIATE")  # waits for the other's creation to commit
+                for table in ("meta", "responses"):
+                    self._db.execute(
+                        f"CREATE TABLE IF NOT EXISTS {table} (key TEXT PRIMARY KEY, value TEXT)"
+                    )
+                self._db.execute(
+                    "INSERT OR IGNORE INTO meta VALUES ('lmcot_cache', ?)", (SCHEMA_VERSION,)
+                )
         elif not {"meta", "responses"} <= tables:
             raise CacheError(
                 f"{self.path} is an SQLite file but not an lmcot cache (tables {tables})"

@@ -27,9 +27,10 @@ def env() -> dict:
             "TOKENIZERS_PARALLELISM": "false"}  # fmt: skip
 
 
-def train_cmd(root: Path, *overrides: str, multirun: bool = False) -> list[str]:
-    """`python train.py` writing only under ``root`` (cache, run dir or sweep dir)."""
-    where = f"hydra.sweep.dir={root / 'sweep'}" if multirun else f"hydra.run.dir={root / 'run'}"
+def train_cmd(root: Path, *overrides: str, multirun: bool = False, run: str = "run",
+              ) -> list[str]:  # fmt: skip
+    """`python train.py` writing only under ``root`` (cache, run dir ``run`` or sweep dir)."""
+    where = f"hydra.sweep.dir={root / 'sweep'}" if multirun else f"hydra.run.dir={root / run}"
     return [sys.executable, str(REPO / "train.py"), *(["-m"] if multirun else []),
             f"paths.cache_dir={root / 'cache'}", where, *TINY, *overrides]  # fmt: skip
 

@@ -1,10 +1,14 @@
-"""Rank zero under DDP: a real 2-process CPU run (gloo) of teacher, distill and evaluate exports
-one student and writes one results file, with no row twice.
+"""Rank zero under DDP: real 2-process CPU runs (gloo) of the default stages (teacher, distill,
+refine, evaluate), with PPO and then GRPO sharing one cache: one export per stage, one results
+file per run, no row twice.
 
 Lightning's launcher starts rank 1 as a second `python train.py` in the same run directory
 once rank 0's Trainer starts fitting, so rank 1 runs every stage too: it must read the
 teacher's file without writing it, train inside the artifact lock rank 0 holds (taking it
-itself would deadlock both), and leave evaluation and all writing to rank 0.
+itself would deadlock both), wait after each training stage until rank 0's export is complete
+(the next stage loads it), and leave evaluation and all writing to rank 0. The PPO run starts
+rank 1 in the distill stage; the GRPO run reuses teacher and KD student, so there rank 1 starts
+in the refine stage.
 """
 
 import json
@@ -14,28 +18,51 @@ import pytest
 from harness import TIMEOUT_S, env, jsonl, train_cmd
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
+DDP = ["trainer=ddp", "trainer.devices=2", "trainer.accelerator=cpu"]
+METHODS = ["standard", "cot", "lm_guided_kd", "lm_guided_kd_sc", "lm_guided_rl", "lm_guided_rl_sc"]
 
 
-def test_two_process_ddp_writes_once(tmp_path):
-    ddp = ["trainer=ddp", "trainer.devices=2", "trainer.accelerator=cpu"]
-    stages = ["stages=[teacher,distill,evaluate]", "methods=guided"]
-    cmd = train_cmd(tmp_path, *ddp, *stages)
-    done = subprocess.run(cmd, cwd=tmp_path, env=env(), capture_output=True, text=True,
+def run_ddp(root, algorithm: str) -> str:
+    """One 2-process run of the default stages in ``root/<algorithm>``; its console output."""
+    cmd = train_cmd(root, *DDP, f"refine={algorithm}", run=algorithm)
+    done = subprocess.run(cmd, cwd=root, env=env(), capture_output=True, text=True,
                           timeout=TIMEOUT_S)  # fmt: skip
     log = done.stdout + done.stderr
     assert done.returncode == 0, log[-3000:]
     assert "MEMBER: 1/2" in log  # rank 0 of a real 2-process group
-    rank1 = (tmp_path / "run" / "train_ddp_process_1.log").read_text()
-    assert "rank 1 leaves evaluation to rank zero" in rank1
+    rank1 = (root / algorithm / "train_ddp_process_1.log").read_text()
+    assert "rank 1 leaves evaluation to rank zero" in rank1  # rank 1 got past refine
 
-    exports = list(tmp_path.glob("cache/distill/*/student*"))
-    assert [p.name for p in exports] == ["student"] and (exports[0] / "lmcot_done.json").exists()
+    [results] = (root / algorithm).rglob("results.json")
+    assert set(json.loads(results.read_text())["methods"]) == set(METHODS)
+    assert json.loads(results.read_text())["n"] == 4
+    keys = [(r["id"], r["method"]) for r in jsonl(results.parent / "predictions.jsonl")]
+    assert len(keys) == len(set(keys)) == 4 * len(METHODS)
+    return log
+
+
+def exports(root, stage: str) -> list:
+    """Every exported (or half-exported) student of ``stage``, each checked for its marker."""
+    found = sorted(root.glob(f"cache/{stage}/*/student*"))
+    assert all(p.name == "student" and (p / "lmcot_done.json").exists() for p in found), found
+    return found
+
+
+def test_two_process_ddp_runs_every_stage_and_writes_once(tmp_path):
+    log = run_ddp(tmp_path, "ppo")
+    assert len(exports(tmp_path, "distill")) == 1
     assert log.count("distilled student exported") == 1
-    [results] = tmp_path.rglob("results.json")
-    assert json.loads(results.read_text())["methods"]["lm_guided"]["n"] == 4
-    rows = jsonl(results.parent / "predictions.jsonl")
-    keys = [(r["id"], r["method"]) for r in rows]
-    assert len(keys) == len(set(keys)) == 4 * 4  # standard, cot, lm_guided, lm_guided_sc
+    [ppo] = exports(tmp_path, "refine")
+    assert log.count("refined student exported") == 1
     [teacher] = tmp_path.glob("cache/teacher/*/rationales.jsonl")
     ids = [r["id"] for r in jsonl(teacher)]
     assert len(ids) == len(set(ids)) == 12
+
+    log = run_ddp(tmp_path, "grpo")  # same teacher and KD student, another refine key
+    assert "distilled student exists, reusing" in log
+    assert "distilled student exported" not in log and len(exports(tmp_path, "distill")) == 1
+    assert log.count("refined student exported") == 1
+    [grpo] = [p for p in exports(tmp_path, "refine") if p != ppo]
+    manifest = json.loads((grpo.parent / "manifest.json").read_text())
+    assert manifest["inputs"]["refine"]["algorithm"]["_target_"] == "lmcot.refine.GRPO"
+    assert len(list(tmp_path.rglob("results.json"))) == 2
