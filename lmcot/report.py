@@ -37,7 +37,7 @@ from statistics import mean, stdev
 import matplotlib
 from omegaconf import OmegaConf
 
-from lmcot.stats import NUM_RESAMPLES, cluster_bootstrap_diff
+from lmcot.stats import NUM_RESAMPLES, cluster_bootstrap_diff, cluster_bootstrap_mean
 
 matplotlib.use("Agg")  # files only, never a window
 from matplotlib import pyplot as plt  # noqa: E402
@@ -131,6 +131,13 @@ class Job:
                 k = int(self.config.get("decoding", {}).get(decoding, {}).get("num_samples", 0))
                 return method[: -len(suffix)], f"{decoding} k={k}", k
         return method, "greedy", 1
+
+    def cost_per_question(self, method: str, *fields: str) -> float | None:
+        """Tokens of ``fields`` in ``cost.<method>`` per question (None: a run before cost)."""
+        cost = self.results.get("cost", {}).get(method)
+        if cost is None:
+            return None
+        return sum(cost[f] for f in fields) / self.results["methods"][method]["n"]
 
     @cached_property
     def em_by_id(self) -> dict[str, dict[str, float]]:
@@ -239,13 +246,37 @@ def shown(row: dict) -> dict:
 # ---- tables: each returns CSV rows (numbers) --------------------------------------------------
 
 
-def main_table(jobs: list[Job], keys: list[str]) -> list[dict]:
+READER_TOKENS = ("reader_prompt_tokens", "reader_new_tokens")
+
+
+def main_table(jobs: list[Job], keys: list[str], samples: int, seed: int) -> list[dict]:
+    """EM, F1, the EM interval, the paper's EM and the tokens asked per question of each method
+    and setting."""
     groups = group(jobs, lambda job, m: (m, setting(job, keys), job.dataset))
-    return [
-        {"method": m, "setting": s, "dataset": d, **scores(members),
-         "paper_em": PAPER_EM.get(d, {}).get(m)}
-        for (m, s, d), members in groups.items()
-    ]  # fmt: skip
+    rows = []
+    for (m, s, d), members in groups.items():
+        lo, hi = em_interval(members, samples, seed)
+        row = {"method": m, "setting": s, "dataset": d, **scores(members),
+               "paper_em": PAPER_EM.get(d, {}).get(m),
+               "em_ci_low": lo, "em_ci_high": hi}  # fmt: skip
+        for model, fields in (("reader", READER_TOKENS), ("student", ("student_new_tokens",))):
+            value, std, _ = stat(members, lambda j, m, f=fields: j.cost_per_question(m, *f))
+            column = f"{model}_tokens_per_q"
+            row[column], row[f"{column}_std"] = (None if value != value else value), std
+        rows.append(row)
+    return rows
+
+
+def em_interval(members: Members, samples: int, seed: int) -> tuple[float | None, float | None]:
+    """The 95% interval of a row's EM: the job's ``em_ci``, or over several jobs (seeds) a
+    question-cluster bootstrap of the mean EM (None where a job has no predictions of it)."""
+    if len(members) == 1:
+        job, method = members[0]
+        return tuple(job.results["methods"][method].get("em_ci") or (None, None))
+    scored = [job.em_by_id.get(method) for job, method in members]
+    if not all(scored):
+        return None, None
+    return cluster_bootstrap_mean(scored, samples, seed)[1]
 
 
 def differences(jobs: list[Job], keys: list[str], samples: int, seed: int, notes: list) -> list:
@@ -440,6 +471,31 @@ def plot_aspects(rows: list[dict], aspects: list[str], path: Path) -> bool:
     return _save(fig, ax, path)
 
 
+def plot_cost(rows: list[dict], path: Path) -> bool:
+    """EM against the reader tokens a method asks per question, one labelled point per main
+    table row, coloured by dataset; bars are the rows' EM intervals."""
+    rows = [r for r in rows if r["reader_tokens_per_q"] is not None]
+    if not rows:
+        return False
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for dataset in sorted({r["dataset"] for r in rows}):
+        points = [r for r in rows if r["dataset"] == dataset]
+        bars = [[r["em"] - r["em_ci_low"] if r["em_ci_low"] is not None else 0 for r in points],
+                [r["em_ci_high"] - r["em"] if r["em_ci_high"] is not None else 0
+                 for r in points]]  # fmt: skip
+        x = [r["reader_tokens_per_q"] for r in points]
+        ax.errorbar(x, [r["em"] for r in points], yerr=bars, fmt="o", capsize=3, label=dataset)
+        for xi, r in zip(x, points):
+            ax.annotate(" ".join(filter(None, (r["method"], r["setting"]))), (xi, r["em"]),
+                        xytext=(4, 4), textcoords="offset points", fontsize=6)  # fmt: skip
+    x = [r["reader_tokens_per_q"] for r in rows]
+    if min(x) > 0 and max(x) / min(x) >= 10:
+        ax.set_xscale("log")
+    ax.set(xlabel="reader tokens per question (prompt + generated, asked; mean over seeds)",
+           ylabel="EM (bars: 95% interval)", title="EM vs reader cost")  # fmt: skip
+    return _save(fig, ax, path)
+
+
 def _save(fig, ax, path: Path) -> bool:
     ax.legend(fontsize=6)
     fig.tight_layout()
@@ -467,8 +523,15 @@ def write_csv(rows: list[dict], path: Path) -> None:
         writer.writerows(rows)
 
 
+def fmt_tokens(value: float | None, std: float | None = None) -> str:
+    if value is None:
+        return ""
+    return f"{value:.0f}" + (f" ± {std:.0f}" if std is not None else "")
+
+
 def wide_main(rows: list[dict]) -> list[dict]:
-    """methods x datasets, as in the paper: EM, F1, n and the paper's EM per dataset."""
+    """methods x datasets, as in the paper: EM, F1, n, the paper's EM and the reader's and
+    student's tokens per question, per dataset."""
     datasets = sorted({r["dataset"] for r in rows})
     out: dict[tuple, dict] = {}
     for r in rows:
@@ -477,10 +540,14 @@ def wide_main(rows: list[dict]) -> list[dict]:
         for d in datasets:
             cells.setdefault(f"{d} EM", ""), cells.setdefault(f"{d} F1", "")
             cells.setdefault(f"{d} n×seeds", ""), cells.setdefault(f"{d} paper EM", "")
+            cells.setdefault(f"{d} reader tok/q", ""), cells.setdefault(f"{d} student tok/q", "")
         shown_row = shown(r)
         cells[f"{r['dataset']} EM"], cells[f"{r['dataset']} F1"] = shown_row["em"], shown_row["f1"]
         cells[f"{r['dataset']} n×seeds"] = f"{r['n']}×{r['seeds']}"
         cells[f"{r['dataset']} paper EM"] = shown_row["paper_em"]
+        for model in ("reader", "student"):
+            column = f"{model}_tokens_per_q"
+            cells[f"{r['dataset']} {model} tok/q"] = fmt_tokens(r[column], r[f"{column}_std"])
     return list(out.values())
 
 
@@ -505,7 +572,7 @@ def build(dirs: list[Path], out: Path, samples: int = NUM_RESAMPLES, seed: int =
     aspects = quality_aspects(done)
     notes = repeated_jobs(done, keys)
     tables = {
-        "main": main_table(done, keys),
+        "main": main_table(done, keys, samples, seed),
         "differences": differences(done, keys, samples, seed, notes),
         "aspects": aspect_table(done, keys, aspects),
         "decoding": decoding_table(done, keys),
@@ -521,6 +588,7 @@ def build(dirs: list[Path], out: Path, samples: int = NUM_RESAMPLES, seed: int =
         ("em_vs_student_size.png", plot_sizes, (tables["model_sizes"],)),
         ("em_vs_sc_samples.png", plot_sc_samples, (tables["decoding"],)),
         ("quality_kd_vs_rl.png", plot_aspects, (tables["aspects"], aspects)),
+        ("em_vs_cost.png", plot_cost, (tables["main"],)),
     ]
     written = [name for name, plot, args in plots if plot(*args, out / name)]
     text = _report_text(dirs, jobs, done, tables, written, notes)
@@ -532,15 +600,24 @@ def build(dirs: list[Path], out: Path, samples: int = NUM_RESAMPLES, seed: int =
 def _report_text(dirs, jobs, done, tables, plots: list[str], notes) -> str:
     readers = sorted({str(j.results.get("reader")) for j in done})
     teachers = sorted({str(j.choices.get("teacher", "?")) for j in done})
+    precision = defaultdict(set)  # model -> the precisions its jobs ran in (newer runs)
+    for job in done:
+        for model, value in job.results.get("precision", {}).items():
+            precision[model].add(str(value))
+    precisions = "; ".join(f"{m} {', '.join(sorted(v))}" for m, v in precision.items())
     parts = [
         "# lmcot report\n",
         f"Multiruns: {', '.join(str(d) for d in dirs)}. Jobs: {len(jobs)}, finished "
         f"{len(done)}, missing or failed {len(jobs) - len(done)}.\n",
         f"Readers: {', '.join(readers) or '-'}. Teachers: {', '.join(teachers) or '-'}. "
+        f"Precision: {precisions or 'not recorded'}. "
         "EM and F1 are mean ± sample std over seeds where there are several; n is questions "
         "per job × seeds.\n",
         "## Main table\n",
-        f"Paper EM: {PAPER_CITATION}; its reader is not ours.\n",
+        f"Paper EM: {PAPER_CITATION}; its reader is not ours. `tok/q`: tokens the method asks "
+        "per question (results.json `cost.<method>`, counted whether or not the cache served "
+        "them), reader prompt + generated and student generated, mean ± std over seeds; empty "
+        "for runs that predate cost.\n",
         markdown(wide_main(tables["main"])),
         "## EM differences (paired bootstrap 95% interval over questions; the seeds of a row "
         "resampled together by question)\n",

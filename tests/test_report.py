@@ -1,6 +1,7 @@
 """`python -m lmcot.report` on a multirun directory written by hand: cells, intervals, plots."""
 
 import csv
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ from conftest import REPO
 from lmcot import results
 from lmcot.methods import Prediction
 from lmcot.report import build, student_size
+from lmcot.stats import cluster_bootstrap_mean
 
 N = 50  # questions per job
 
@@ -29,10 +31,26 @@ def em_pattern(method: str, seed: int, kd: int | None = None) -> list[float]:
     return [float(i < right[method]) for i in range(N)]  # kd: .8 (seed 0) and .6 (seed 1)
 
 
+# reader prompt tokens per question at seed 0, and student generated tokens per question
+READER_TOKENS = {"standard": 100, "cot": 300, "lm_guided_kd": 400, "lm_guided_kd_sc": 2000,
+                 "lm_guided_rl": 400}  # fmt: skip
+STUDENT_TOKENS = {"lm_guided_kd": 40, "lm_guided_kd_sc": 200, "lm_guided_rl": 40}
+
+
+def method_cost(method: str, seed: int) -> dict:
+    """``cost.<method>`` of a run of N questions: 100 more prompt tokens per question per seed
+    and 10 generated, so that seeds 0 and 1 average to READER_TOKENS + 60 per question."""
+    return {"reader_prompt_tokens": N * (READER_TOKENS[method] + 100 * seed),
+            "reader_new_tokens": N * 10, "student_new_tokens": N * STUDENT_TOKENS.get(method, 0),
+            "reader_calls_made": 0, "seconds": 1.0}  # fmt: skip
+
+
 def write_job(root: Path, num: int, overrides: list[str], seed: int, student: str,
               finished: bool = True, methods=("standard", "cot", "lm_guided_kd",
                                               "lm_guided_kd_sc", "lm_guided_rl"),
-              kd: int | None = None):  # fmt: skip
+              kd: int | None = None, cost: bool = False):  # fmt: skip
+    """A job dir as a run leaves it; ``cost``: results.json has ``cost`` and ``precision`` (runs
+    before them did not)."""
     job = root / str(num)
     (job / ".hydra").mkdir(parents=True)
     config = {
@@ -57,19 +75,24 @@ def write_job(root: Path, num: int, overrides: list[str], seed: int, student: st
                "lm_guided_rl": {"factuality": 0.6, "task": 0.7}}  # fmt: skip
     summary = {"n": N, "data": dataset, "reader": "tiny", "quality": quality,
                "methods": results.summarize(predictions, num_resamples=100)}  # fmt: skip
+    if cost:
+        summary["cost"] = {m: method_cost(m, seed) for m in methods}
+        summary["precision"] = {"reader": "bfloat16", "student": "bfloat16",
+                                "training": "bf16-mixed"}  # fmt: skip
     results.write(job, summary, predictions)
 
 
 @pytest.fixture(scope="module")
 def multirun(tmp_path_factory):
-    """Two hotpotqa seeds, one 2wiki job and one missing, one hotpotqa job with another student."""
+    """Two hotpotqa seeds, one 2wiki job and one missing, one hotpotqa job with another student;
+    the 2wiki job predates ``cost``."""
     root = tmp_path_factory.mktemp("multirun") / "2025-01-01" / "12-00-00"
-    write_job(root, 0, ["data=hotpotqa", "seed=0"], 0, "google/flan-t5-small")
-    write_job(root, 1, ["data=hotpotqa", "seed=1"], 1, "google/flan-t5-small")
+    write_job(root, 0, ["data=hotpotqa", "seed=0"], 0, "google/flan-t5-small", cost=True)
+    write_job(root, 1, ["data=hotpotqa", "seed=1"], 1, "google/flan-t5-small", cost=True)
     write_job(root, 2, ["data=twowiki", "seed=0"], 0, "google/flan-t5-small")
     write_job(root, 3, ["data=twowiki", "seed=1"], 1, "google/flan-t5-small", finished=False)
     write_job(root, 4, ["data=hotpotqa", "seed=0", "student=flan_t5_base"], 0,
-              "google/flan-t5-base")  # fmt: skip
+              "google/flan-t5-base", cost=True)  # fmt: skip
     return root
 
 
@@ -97,6 +120,32 @@ def test_main_table_averages_seeds_and_keeps_other_settings_apart(report):
     assert main[("lm_guided_kd", "", "twowiki")]["paper_em"] == "0.506"
     assert main[("lm_guided_kd", "", "twowiki")]["em_std"] == ""  # one seed: no std
     assert "0.700 ± 0.141" in text and "| 50×2 |" in text
+
+
+def test_main_table_has_the_tokens_per_question_and_the_em_interval(report, multirun):
+    out, text = report
+    main = {(r["method"], r["setting"], r["dataset"]): r for r in read_csv(out / "main.csv")}
+    kd = main[("lm_guided_kd", "", "hotpotqa")]  # seeds 0, 1: 400 + 10 and 500 + 10 per question
+    assert float(kd["reader_tokens_per_q"]) == pytest.approx(460)
+    assert float(kd["reader_tokens_per_q_std"]) == pytest.approx(70.71, abs=0.01)
+    assert float(kd["student_tokens_per_q"]) == 40 and float(kd["student_tokens_per_q_std"]) == 0
+    assert float(main[("lm_guided_kd_sc", "", "hotpotqa")]["student_tokens_per_q"]) == 200
+    assert main[("standard", "", "hotpotqa")]["student_tokens_per_q"] == "0.0"
+    base = main[("lm_guided_kd", "student=flan_t5_base", "hotpotqa")]  # one seed: no std
+    assert (base["reader_tokens_per_q"], base["reader_tokens_per_q_std"]) == ("410.0", "")
+    old = main[("lm_guided_kd", "", "twowiki")]  # results.json without cost: empty cells
+    assert old["reader_tokens_per_q"] == old["student_tokens_per_q"] == ""
+    assert "| 460 ± 71 | 40 ± 0 |" in text
+    assert "Precision: reader bfloat16; student bfloat16; training bf16-mixed" in text
+    # one job: its own em_ci; two seeds (KD .8, .6 on the same 50 questions): the question-
+    # cluster bootstrap of their mean EM, .7
+    ci = json.loads((multirun / "2" / "results.json").read_text())["methods"]["lm_guided_kd"]
+    assert [float(old["em_ci_low"]), float(old["em_ci_high"])] == ci["em_ci"]
+    lo, hi = float(kd["em_ci_low"]), float(kd["em_ci_high"])
+    assert (lo, hi) == cluster_bootstrap_mean(
+        [{f"q{i}": float(i < right) for i in range(N)} for right in (40, 30)], 1000, 0
+    )[1]
+    assert lo < 0.7 < hi and 0.5 < lo
 
 
 def differences_of(out: Path) -> dict[tuple, dict]:
@@ -176,7 +225,12 @@ def test_missing_jobs_are_listed_with_their_overrides_and_plots_are_written(repo
     (missing,) = read_csv(out / "missing.csv")
     assert missing["overrides"] == "data=twowiki seed=1" and missing["reason"] == "no results.json"
     assert "Jobs: 5, finished 4, missing or failed 1" in text
-    for png in ("em_vs_student_size.png", "em_vs_sc_samples.png", "quality_kd_vs_rl.png"):
+    for png in (
+        "em_vs_student_size.png",
+        "em_vs_sc_samples.png",
+        "quality_kd_vs_rl.png",
+        "em_vs_cost.png",
+    ):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"![{png}]({png})" in text
 
@@ -188,6 +242,7 @@ def test_plots_only_when_the_runs_hold_their_data(tmp_path):
     out = tmp_path / "report"
     text = build([root], out, samples=100).read_text()
     assert not list(out.glob("*.png")) and "no runs hold the data for a plot" in text
+    assert {r["reader_tokens_per_q"] for r in read_csv(out / "main.csv")} == {""}  # no cost
 
 
 def test_student_sizes_from_names():
