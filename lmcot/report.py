@@ -35,6 +35,7 @@ from pathlib import Path
 from statistics import mean, stdev
 
 import matplotlib
+import numpy as np
 from omegaconf import OmegaConf
 
 from lmcot.stats import NUM_RESAMPLES, cluster_bootstrap_diff, cluster_bootstrap_mean
@@ -69,6 +70,7 @@ class Job:
     results: dict | None = None
     error: str = ""
     predictions: list[dict] = field(default_factory=list)
+    quality_rows: list[dict] = field(default_factory=list)  # quality.jsonl: id, method, scores
 
     @classmethod
     def load(cls, job_dir: Path) -> "Job":
@@ -98,6 +100,13 @@ class Job:
         predictions = job_dir / "predictions.jsonl"
         if predictions.exists():
             job.predictions = [json.loads(line) for line in open(predictions) if line.strip()]
+        quality = job_dir / "quality.jsonl"
+        if quality.exists():
+            job.quality_rows = [json.loads(line) for line in open(quality) if line.strip()]
+            for k, row in enumerate(job.quality_rows, 1):
+                if not {"id", "method"} <= row.keys():
+                    raise ValueError(f"{quality} row {k}: expected keys id and method and one "
+                                     f"score per aspect, got {sorted(row)}")  # fmt: skip
         return job
 
     @property
@@ -138,6 +147,17 @@ class Job:
         if cost is None:
             return None
         return sum(cost[f] for f in fields) / self.results["methods"][method]["n"]
+
+    @cached_property
+    def quality_by_id(self) -> dict[str, dict[str, dict[str, float]]]:
+        """Method -> aspect (and ``aggregate``) -> example id -> score, from ``quality.jsonl``;
+        scores of None (the aspect did not apply to that rationale) are left out."""
+        out: dict = defaultdict(lambda: defaultdict(dict))
+        for row in self.quality_rows:
+            for aspect, score in row.items():
+                if aspect not in ("id", "method") and score is not None:
+                    out[row["method"]][aspect][row["id"]] = score
+        return out
 
     @cached_property
     def em_by_id(self) -> dict[str, dict[str, float]]:
@@ -358,6 +378,61 @@ def _quality(job: Job, method: str, aspect: str) -> float | None:
     return job.results.get("quality", {}).get(method, {}).get(aspect)
 
 
+MATRIX_PAIR = ("lm_guided_rl", "lm_guided_kd")  # greedy RL minus greedy KD of the same job
+
+
+def trained_label(aspects: list[str], measured: list[str]) -> str:
+    """A job's ``reward.aspects`` as a row label: ``all N`` (+ ``task``) when it is every
+    rationale aspect measured, else the aspects themselves."""
+    rationale = [a for a in measured if a not in ("task", "aggregate")]
+    if len(rationale) > 1 and set(aspects) == set(rationale):
+        return f"all {len(rationale)}"
+    if len(rationale) > 1 and set(aspects) == {*rationale, "task"}:
+        return f"all {len(rationale)} + task"
+    return ",".join(aspects) or "(no reward.aspects)"
+
+
+def aspect_matrix(jobs: list[Job], keys: list[str], samples: int, seed: int,
+                  notes: list) -> list[dict]:  # fmt: skip
+    """The aspect ablation's matrix, one CSV row per cell: aspect set trained (``reward.aspects``)
+    x aspect measured (``quality.jsonl``), the paired RL − KD difference over the questions both
+    scored, a question-cluster bootstrap over the jobs (seeds) of a row. Single-aspect rows come
+    first, in the columns' order, so the diagonal is the diagonal."""
+    rl, kd = MATRIX_PAIR
+    scored = [job for job in jobs if rl in job.quality_by_id]
+    paired = [job for job in scored if kd in job.quality_by_id]
+    notes += [f"{job.dir}: quality.jsonl scores {rl} but not {kd}: not in the aspect matrix"
+              for job in scored if kd not in job.quality_by_id]  # fmt: skip
+    measured = list(dict.fromkeys(
+        a for job in paired for m in MATRIX_PAIR for a in job.quality_by_id[m] if a != "aggregate"
+    ))  # fmt: skip
+    measured += ["aggregate"] if any("aggregate" in j.quality_by_id[rl] for j in paired) else []
+    groups: dict[tuple, list[Job]] = defaultdict(list)
+    for job in paired:
+        trained = trained_label(job.config.get("reward", {}).get("aspects", []), measured)
+        groups[(job.dataset, setting(job, keys, ("reward",)), trained)].append(job)
+    order = sorted(groups, key=lambda k: (k[0], k[1], measured.index(k[2])
+                                          if k[2] in measured else len(measured)))  # fmt: skip
+    rows = []
+    for dataset, label, trained in order:
+        members = groups[(dataset, label, trained)]
+        for aspect in measured:
+            pairs = []
+            for job in members:
+                a, b = job.quality_by_id[rl].get(aspect, {}), job.quality_by_id[kd].get(aspect, {})
+                if shared := a.keys() & b.keys():
+                    pairs.append(({i: a[i] for i in shared}, {i: b[i] for i in shared}))
+            row = {"dataset": dataset, "setting": label, "trained": trained, "aspect": aspect,
+                   "diff": None, "ci_low": None, "ci_high": None, "questions": 0,
+                   "jobs": len(pairs), "interval_excludes_zero": None}  # fmt: skip
+            if pairs:
+                diff, (lo, hi), questions = cluster_bootstrap_diff(pairs, samples, seed)
+                row |= {"diff": diff, "ci_low": lo, "ci_high": hi, "questions": questions,
+                        "interval_excludes_zero": lo > 0 or hi < 0}  # fmt: skip
+            rows.append(row)
+    return rows
+
+
 def decoding_table(jobs: list[Job], keys: list[str]) -> list[dict]:
     """One row per student method and decoding (greedy, sc k, top_quality k)."""
 
@@ -496,6 +571,46 @@ def plot_cost(rows: list[dict], path: Path) -> bool:
     return _save(fig, ax, path)
 
 
+def plot_aspect_matrix(rows: list[dict], path: Path) -> bool:
+    """The aspect matrix as a heatmap per dataset and setting: colour = RL − KD (one symmetric
+    scale for all cells), each cell annotated, separated cells starred and framed."""
+    if not any(r["diff"] is not None for r in rows):
+        return False
+    panels: dict[tuple, list[dict]] = defaultdict(list)
+    for r in rows:
+        panels[(r["dataset"], r["setting"])].append(r)
+    aspects = list(dict.fromkeys(r["aspect"] for r in rows))
+    limit = max(abs(r["diff"]) for r in rows if r["diff"] is not None) or 1.0
+    heights = [0.45 * len({r["trained"] for r in cells}) + 1.8 for cells in panels.values()]
+    fig, axes = plt.subplots(len(panels), 1, figsize=(1.1 * len(aspects) + 3, sum(heights)),
+                             height_ratios=heights, squeeze=False)  # fmt: skip
+    for ax, ((dataset, label), cells) in zip(axes[:, 0], panels.items()):
+        trained = list(dict.fromkeys(r["trained"] for r in cells))
+        grid = np.full((len(trained), len(aspects)), np.nan)
+        for r in cells:
+            if r["diff"] is None:
+                continue
+            y, x = trained.index(r["trained"]), aspects.index(r["aspect"])
+            grid[y, x] = r["diff"]
+            separated = r["interval_excludes_zero"]
+            ax.text(x, y, f"{r['diff']:+.3f}" + ("*" if separated else ""), ha="center",
+                    va="center", fontsize=7, fontweight="bold" if separated else "normal",
+                    color="white" if abs(r["diff"]) > 0.6 * limit else "black")  # fmt: skip
+            if separated:
+                ax.add_patch(plt.Rectangle((x - 0.5, y - 0.5), 1, 1, fill=False, linewidth=1.5))
+        image = ax.imshow(grid, cmap="RdBu", vmin=-limit, vmax=limit, aspect="auto")
+        ax.set_xticks(range(len(aspects)), aspects, rotation=30, ha="right", fontsize=7)
+        ax.set_yticks(range(len(trained)), trained, fontsize=7)
+        ax.set(xlabel="aspect measured", ylabel="RL reward (aspects trained)",
+               title=f"RL − KD, greedy ({' '.join(filter(None, (dataset, label)))}); "
+                     "* = 95% interval excludes 0")  # fmt: skip
+        fig.colorbar(image, ax=ax, label="RL − KD (raw score)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
 def _save(fig, ax, path: Path) -> bool:
     ax.legend(fontsize=6)
     fig.tight_layout()
@@ -562,6 +677,36 @@ def differences_md(rows: list[dict]) -> list[dict]:
     ]  # fmt: skip
 
 
+def _signed(x: float) -> str:
+    """``+.031`` rather than ``+0.031``: the matrix has a column per aspect."""
+    return re.sub(r"^([+-])0\.", r"\1.", f"{x:+.3f}")
+
+
+def matrix_md(rows: list[dict]) -> list[dict]:
+    """The matrix as Markdown cells: ``diff [low, high]``, bold where the interval excludes 0,
+    ``n=`` where a cell has fewer questions than its row."""
+    out: dict[tuple, dict] = {}
+    for r in rows:
+        out.setdefault((r["dataset"], r["setting"], r["trained"]), {
+            "dataset": r["dataset"], "setting": r["setting"], "aspects trained": r["trained"],
+            "questions (jobs)": (0, 0)})  # fmt: skip
+    for r in rows:
+        cells = out[(r["dataset"], r["setting"], r["trained"])]
+        cells["questions (jobs)"] = max(cells["questions (jobs)"], (r["questions"], r["jobs"]))
+    for r in rows:
+        cells = out[(r["dataset"], r["setting"], r["trained"])]
+        cell = ""
+        if r["diff"] is not None:
+            cell = f"{_signed(r['diff'])} [{_signed(r['ci_low'])}, {_signed(r['ci_high'])}]"
+            cell = f"**{cell}**" if r["interval_excludes_zero"] else cell
+            if r["questions"] < cells["questions (jobs)"][0]:
+                cell += f" n={r['questions']}"
+        cells[r["aspect"]] = cell
+    for cells in out.values():
+        cells["questions (jobs)"] = "{} ({})".format(*cells["questions (jobs)"])
+    return list(out.values())
+
+
 def build(dirs: list[Path], out: Path, samples: int = NUM_RESAMPLES, seed: int = 0) -> Path:
     """Gather the jobs below ``dirs``; write report.md, CSVs and PNGs into ``out``."""
     out.mkdir(parents=True, exist_ok=True)
@@ -575,6 +720,7 @@ def build(dirs: list[Path], out: Path, samples: int = NUM_RESAMPLES, seed: int =
         "main": main_table(done, keys, samples, seed),
         "differences": differences(done, keys, samples, seed, notes),
         "aspects": aspect_table(done, keys, aspects),
+        "aspect_matrix": aspect_matrix(done, keys, samples, seed, notes),
         "decoding": decoding_table(done, keys),
         "model_sizes": size_table(done, keys),
         "missing": [
@@ -589,6 +735,7 @@ def build(dirs: list[Path], out: Path, samples: int = NUM_RESAMPLES, seed: int =
         ("em_vs_sc_samples.png", plot_sc_samples, (tables["decoding"],)),
         ("quality_kd_vs_rl.png", plot_aspects, (tables["aspects"], aspects)),
         ("em_vs_cost.png", plot_cost, (tables["main"],)),
+        ("aspect_matrix.png", plot_aspect_matrix, (tables["aspect_matrix"],)),
     ]
     written = [name for name, plot, args in plots if plot(*args, out / name)]
     text = _report_text(dirs, jobs, done, tables, written, notes)
@@ -626,6 +773,13 @@ def _report_text(dirs, jobs, done, tables, plots: list[str], notes) -> str:
         markdown(differences_md(tables["differences"])),
         "## Aspect ablation (RL reward sets; greedy decoding)\n",
         markdown([shown(r) for r in tables["aspects"]]),
+        "## Aspect matrix: RL − KD per aspect measured (greedy; paired 95% interval)\n",
+        "Rows: the RL reward (`reward.aspects`) of the jobs; columns: each aspect's raw score and "
+        "the aggregate in quality.jsonl. A cell is lm_guided_rl − lm_guided_kd of the same job "
+        "over the questions both scored (`n=` where fewer than its row's), the seeds of a row "
+        "resampled together by question. **Bold**: the interval excludes zero. Raw scales "
+        "differ by aspect: read a cell against its column.\n",
+        markdown(matrix_md(tables["aspect_matrix"])),
         "## Decoding\n",
         markdown([shown(r) for r in tables["decoding"]]),
         "## Model size\n",

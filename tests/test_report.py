@@ -5,6 +5,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from statistics import mean
 
 import pytest
 import yaml
@@ -48,15 +49,16 @@ def method_cost(method: str, seed: int) -> dict:
 def write_job(root: Path, num: int, overrides: list[str], seed: int, student: str,
               finished: bool = True, methods=("standard", "cot", "lm_guided_kd",
                                               "lm_guided_kd_sc", "lm_guided_rl"),
-              kd: int | None = None, cost: bool = False):  # fmt: skip
+              kd: int | None = None, cost: bool = False, aspects=("factuality", "task"),
+              quality_rows: list[dict] = ()):  # fmt: skip
     """A job dir as a run leaves it; ``cost``: results.json has ``cost`` and ``precision`` (runs
-    before them did not)."""
+    before them did not); ``aspects``: its RL reward; ``quality_rows``: its quality.jsonl."""
     job = root / str(num)
     (job / ".hydra").mkdir(parents=True)
     config = {
         "seed": seed,
         "student": {"name_or_path": student},
-        "reward": {"aspects": ["factuality", "task"]},
+        "reward": {"aspects": list(aspects)},
         "decoding": {"greedy": {}, "sc": {"num_samples": 5}},
     }
     (job / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
@@ -73,13 +75,17 @@ def write_job(root: Path, num: int, overrides: list[str], seed: int, student: st
     ]
     quality = {"lm_guided_kd": {"factuality": 0.4, "task": 0.5},
                "lm_guided_rl": {"factuality": 0.6, "task": 0.7}}  # fmt: skip
+    if quality_rows:  # results.json quality.<method>: the means of quality.jsonl
+        quality = {m: {a: mean(r[a] for r in quality_rows if r["method"] == m and r[a] is not None)
+                       for a in quality_rows[0] if a not in ("id", "method")}
+                   for m in {r["method"] for r in quality_rows}}  # fmt: skip
     summary = {"n": N, "data": dataset, "reader": "tiny", "quality": quality,
                "methods": results.summarize(predictions, num_resamples=100)}  # fmt: skip
     if cost:
         summary["cost"] = {m: method_cost(m, seed) for m in methods}
         summary["precision"] = {"reader": "bfloat16", "student": "bfloat16",
                                 "training": "bf16-mixed"}  # fmt: skip
-    results.write(job, summary, predictions)
+    results.write(job, summary, predictions, quality_rows)
 
 
 @pytest.fixture(scope="module")
@@ -243,6 +249,91 @@ def test_plots_only_when_the_runs_hold_their_data(tmp_path):
     text = build([root], out, samples=100).read_text()
     assert not list(out.glob("*.png")) and "no runs hold the data for a plot" in text
     assert {r["reader_tokens_per_q"] for r in read_csv(out / "main.csv")} == {""}  # no cost
+
+
+MEASURED = ("factuality", "relevance", "task")  # the aspects quality.jsonl scores, in order
+SHIFT = 0.05  # RL − KD on each aspect a job trained on; 0 on the others
+
+
+def aspect_rows(trained: list[str]) -> list[dict]:
+    """quality.jsonl of a job that trained on ``trained``: per question RL − KD is SHIFT ± .02
+    on a trained aspect and 0 ± .02 on any other (+.02 on even questions, −.02 on odd ones);
+    KD has no relevance score for q0 (the aspect did not apply)."""
+    rows = []
+    for i in range(N):
+        kd = {a: 0.3 + 0.01 * (i % 7) for a in MEASURED}
+        kd["relevance"] = None if i == 0 else kd["relevance"]
+        noise = 0.02 if i % 2 == 0 else -0.02
+        rl = {a: 0.3 + 0.01 * (i % 7) + noise + SHIFT * (a in trained) for a in MEASURED}
+        for method, scores in (("lm_guided_kd", kd), ("lm_guided_rl", rl)):
+            scored = [v for v in scores.values() if v is not None]
+            rows.append({"id": f"q{i}", "method": method, **scores,
+                         "aggregate": sum(scored) / len(scored)})  # fmt: skip
+    return rows
+
+
+def write_aspect_job(root: Path, num: int, trained: list[str], seed: int = 0) -> None:
+    overrides = ["data=hotpotqa", f"reward.aspects=[{','.join(trained)}]", f"seed={seed}"]
+    write_job(root, num, overrides, seed, "google/flan-t5-small",
+              methods=("standard", "lm_guided_kd", "lm_guided_rl"), aspects=trained,
+              quality_rows=aspect_rows(trained))  # fmt: skip
+
+
+def matrix_of(out: Path) -> dict[tuple, dict]:
+    return {(r["trained"], r["aspect"]): r for r in read_csv(out / "aspect_matrix.csv")}
+
+
+def test_aspect_matrix_recovers_the_diagonal_and_clusters_the_seeds(tmp_path):
+    """sweeps=aspects: each single aspect (factuality twice, by two seeds with the same
+    answers), both rationale aspects, both + task; relevance ran first."""
+    root = tmp_path / "multirun"
+    sets = [["relevance"], ["factuality"], ["factuality"], ["task"],
+            ["factuality", "relevance"], ["factuality", "relevance", "task"]]  # fmt: skip
+    for num, trained in enumerate(sets):
+        write_aspect_job(root, num, trained, seed=1 if num == 2 else 0)
+    text = build([root], tmp_path / "report", samples=1000).read_text()
+    rows = read_csv(tmp_path / "report" / "aspect_matrix.csv")
+    # single aspects in the columns' order, so the diagonal is the diagonal; then the sets
+    order = list(dict.fromkeys(r["trained"] for r in rows))
+    assert order == ["factuality", "relevance", "task", "all 2", "all 2 + task"]
+    assert list(dict.fromkeys(r["aspect"] for r in rows)) == [*MEASURED, "aggregate"]
+    cells = matrix_of(tmp_path / "report")
+    for trained in MEASURED:
+        for aspect in MEASURED:
+            cell = cells[(trained, aspect)]
+            lo, hi = float(cell["ci_low"]), float(cell["ci_high"])
+            # relevance: 49 questions both scored, 24 even and 25 odd ones: noise −.02 / 49
+            expected = SHIFT * (aspect == trained) - (0.02 / 49) * (aspect == "relevance")
+            assert float(cell["diff"]) == pytest.approx(expected, abs=1e-9), (trained, aspect)
+            assert cell["interval_excludes_zero"] == str(aspect == trained), (trained, aspect)
+            assert lo < expected < hi
+            assert cell["questions"] == ("49" if aspect == "relevance" else "50")
+            assert cell["jobs"] == ("2" if trained == "factuality" else "1")
+    assert cells[("all 2 + task", "task")]["interval_excludes_zero"] == "True"
+    assert cells[("all 2", "task")]["interval_excludes_zero"] == "False"
+    line = next(x for x in text.splitlines() if x.startswith("| hotpotqa |  | factuality |"))
+    assert line.split(" | ")[3] == "50 (2)" and line.split(" | ")[4].startswith("**+.050 [+.0")
+    assert "n=49" in line.split(" | ")[5] and "**" not in line.split(" | ")[5]
+    assert (tmp_path / "report" / "aspect_matrix.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "![aspect_matrix.png](aspect_matrix.png)" in text
+    # the two factuality seeds repeat one job's answers: exactly that job's interval
+    write_aspect_job(tmp_path / "alone", 0, ["factuality"])
+    build([tmp_path / "alone"], tmp_path / "r1", samples=1000)
+    alone = matrix_of(tmp_path / "r1")
+    for aspect in MEASURED:
+        one, two = alone[("factuality", aspect)], cells[("factuality", aspect)]
+        assert (one["jobs"], two["jobs"]) == ("1", "2")
+        for k in ("diff", "ci_low", "ci_high"):
+            assert float(one[k]) == pytest.approx(float(two[k]), rel=1e-9, abs=1e-12)
+
+
+def test_no_aspect_matrix_without_quality_rows_and_a_bad_row_is_named(report, tmp_path):
+    out, text = report  # its jobs have no quality.jsonl
+    assert read_csv(out / "aspect_matrix.csv") == [] and not (out / "aspect_matrix.png").exists()
+    write_aspect_job(tmp_path / "bad", 0, ["factuality"])
+    (tmp_path / "bad" / "0" / "quality.jsonl").write_text('{"id": "q0", "factuality": 0.5}\n')
+    with pytest.raises(ValueError, match=r"quality.jsonl row 1: expected keys id and method"):
+        build([tmp_path / "bad"], tmp_path / "out", samples=100)
 
 
 def test_student_sizes_from_names():
