@@ -6,7 +6,9 @@ Usage::
         [--bootstrap-samples 2000] [--seed 0]
 
 Every directory below the given ones that holds a ``.hydra/`` folder is a job. A job's
-``results.json`` and ``predictions.jsonl`` give the numbers; its ``.hydra/config.yaml``,
+``results.json`` (with ``cost.<method>``: the tokens each method asks, where the run recorded
+them), ``predictions.jsonl`` and ``quality.jsonl`` (per-rationale quality, with
+``evaluate.rationale_quality=true``) give the numbers; its ``.hydra/config.yaml``,
 ``hydra.yaml`` and ``overrides.yaml`` say what it ran (dataset, student, reader, decoding,
 reward aspects, seed). A job without ``results.json`` (failed, killed, still running) is listed
 as missing with its overrides. No model is loaded, so re-running is cheap.
@@ -20,6 +22,10 @@ row (``lmcot.stats.cluster_bootstrap_diff``): a drawn question brings every job'
 difference on it, so seeds that answer the same questions add no resampling units. Jobs are
 kept by their whole path, so several multiruns (with jobs named ``0``, ``1``, ... in each) can
 be passed together; jobs that ran the same setting, dataset and seed are named in the notes.
+The main table adds each method's EM interval and the reader's and student's tokens per
+question (``em_vs_cost.png`` plots one against the other). The aspect ablation
+(``sweeps=aspects``) gets a matrix: RL reward trained x aspect measured, each cell RL − KD of
+the same jobs over the questions both scored, clustered by question like the EM differences.
 docs/report.md describes every table.
 """
 
