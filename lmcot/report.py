@@ -6,7 +6,9 @@ Usage::
         [--bootstrap-samples 2000] [--seed 0]
 
 Every directory below the given ones that holds a ``.hydra/`` folder is a job. A job's
-``results.json`` and ``predictions.jsonl`` give the numbers; its ``.hydra/config.yaml``,
+``results.json`` (with ``cost.<method>``: the tokens each method asks, where the run recorded
+them), ``predictions.jsonl`` and ``quality.jsonl`` (per-rationale quality, with
+``evaluate.rationale_quality=true``) give the numbers; its ``.hydra/config.yaml``,
 ``hydra.yaml`` and ``overrides.yaml`` say what it ran (dataset, student, reader, decoding,
 reward aspects, seed). A job without ``results.json`` (failed, killed, still running) is listed
 as missing with its overrides. No model is loaded, so re-running is cheap.
@@ -20,6 +22,10 @@ row (``lmcot.stats.cluster_bootstrap_diff``): a drawn question brings every job'
 difference on it, so seeds that answer the same questions add no resampling units. Jobs are
 kept by their whole path, so several multiruns (with jobs named ``0``, ``1``, ... in each) can
 be passed together; jobs that ran the same setting, dataset and seed are named in the notes.
+The main table adds each method's EM interval and the reader's and student's tokens per
+question (``em_vs_cost.png`` plots one against the other). The aspect ablation
+(``sweeps=aspects``) gets a matrix: RL reward trained x aspect measured, each cell RL − KD of
+the same jobs over the questions both scored, clustered by question like the EM differences.
 docs/report.md describes every table.
 """
 
@@ -35,9 +41,10 @@ from pathlib import Path
 from statistics import mean, stdev
 
 import matplotlib
+import numpy as np
 from omegaconf import OmegaConf
 
-from lmcot.stats import NUM_RESAMPLES, cluster_bootstrap_diff
+from lmcot.stats import NUM_RESAMPLES, cluster_bootstrap_diff, cluster_bootstrap_mean
 
 matplotlib.use("Agg")  # files only, never a window
 from matplotlib import pyplot as plt  # noqa: E402
@@ -69,6 +76,7 @@ class Job:
     results: dict | None = None
     error: str = ""
     predictions: list[dict] = field(default_factory=list)
+    quality_rows: list[dict] = field(default_factory=list)  # quality.jsonl: id, method, scores
 
     @classmethod
     def load(cls, job_dir: Path) -> "Job":
@@ -98,6 +106,13 @@ class Job:
         predictions = job_dir / "predictions.jsonl"
         if predictions.exists():
             job.predictions = [json.loads(line) for line in open(predictions) if line.strip()]
+        quality = job_dir / "quality.jsonl"
+        if quality.exists():
+            job.quality_rows = [json.loads(line) for line in open(quality) if line.strip()]
+            for k, row in enumerate(job.quality_rows, 1):
+                if not {"id", "method"} <= row.keys():
+                    raise ValueError(f"{quality} row {k}: expected keys id and method and one "
+                                     f"score per aspect, got {sorted(row)}")  # fmt: skip
         return job
 
     @property
@@ -131,6 +146,24 @@ class Job:
                 k = int(self.config.get("decoding", {}).get(decoding, {}).get("num_samples", 0))
                 return method[: -len(suffix)], f"{decoding} k={k}", k
         return method, "greedy", 1
+
+    def cost_per_question(self, method: str, *fields: str) -> float | None:
+        """Tokens of ``fields`` in ``cost.<method>`` per question (None: a run before cost)."""
+        cost = self.results.get("cost", {}).get(method)
+        if cost is None:
+            return None
+        return sum(cost[f] for f in fields) / self.results["methods"][method]["n"]
+
+    @cached_property
+    def quality_by_id(self) -> dict[str, dict[str, dict[str, float]]]:
+        """Method -> aspect (and ``aggregate``) -> example id -> score, from ``quality.jsonl``;
+        scores of None (the aspect did not apply to that rationale) are left out."""
+        out: dict = defaultdict(lambda: defaultdict(dict))
+        for row in self.quality_rows:
+            for aspect, score in row.items():
+                if aspect not in ("id", "method") and score is not None:
+                    out[row["method"]][aspect][row["id"]] = score
+        return out
 
     @cached_property
     def em_by_id(self) -> dict[str, dict[str, float]]:
@@ -239,13 +272,37 @@ def shown(row: dict) -> dict:
 # ---- tables: each returns CSV rows (numbers) --------------------------------------------------
 
 
-def main_table(jobs: list[Job], keys: list[str]) -> list[dict]:
+READER_TOKENS = ("reader_prompt_tokens", "reader_new_tokens")
+
+
+def main_table(jobs: list[Job], keys: list[str], samples: int, seed: int) -> list[dict]:
+    """EM, F1, the EM interval, the paper's EM and the tokens asked per question of each method
+    and setting."""
     groups = group(jobs, lambda job, m: (m, setting(job, keys), job.dataset))
-    return [
-        {"method": m, "setting": s, "dataset": d, **scores(members),
-         "paper_em": PAPER_EM.get(d, {}).get(m)}
-        for (m, s, d), members in groups.items()
-    ]  # fmt: skip
+    rows = []
+    for (m, s, d), members in groups.items():
+        lo, hi = em_interval(members, samples, seed)
+        row = {"method": m, "setting": s, "dataset": d, **scores(members),
+               "paper_em": PAPER_EM.get(d, {}).get(m),
+               "em_ci_low": lo, "em_ci_high": hi}  # fmt: skip
+        for model, fields in (("reader", READER_TOKENS), ("student", ("student_new_tokens",))):
+            value, std, _ = stat(members, lambda j, m, f=fields: j.cost_per_question(m, *f))
+            column = f"{model}_tokens_per_q"
+            row[column], row[f"{column}_std"] = (None if value != value else value), std
+        rows.append(row)
+    return rows
+
+
+def em_interval(members: Members, samples: int, seed: int) -> tuple[float | None, float | None]:
+    """The 95% interval of a row's EM: the job's ``em_ci``, or over several jobs (seeds) a
+    question-cluster bootstrap of the mean EM (None where a job has no predictions of it)."""
+    if len(members) == 1:
+        job, method = members[0]
+        return tuple(job.results["methods"][method].get("em_ci") or (None, None))
+    scored = [job.em_by_id.get(method) for job, method in members]
+    if not all(scored):
+        return None, None
+    return cluster_bootstrap_mean(scored, samples, seed)[1]
 
 
 def differences(jobs: list[Job], keys: list[str], samples: int, seed: int, notes: list) -> list:
@@ -325,6 +382,61 @@ def aspect_table(jobs: list[Job], keys: list[str], aspects: list[str]) -> list[d
 
 def _quality(job: Job, method: str, aspect: str) -> float | None:
     return job.results.get("quality", {}).get(method, {}).get(aspect)
+
+
+MATRIX_PAIR = ("lm_guided_rl", "lm_guided_kd")  # greedy RL minus greedy KD of the same job
+
+
+def trained_label(aspects: list[str], measured: list[str]) -> str:
+    """A job's ``reward.aspects`` as a row label: ``all N`` (+ ``task``) when it is every
+    rationale aspect measured, else the aspects themselves."""
+    rationale = [a for a in measured if a not in ("task", "aggregate")]
+    if len(rationale) > 1 and set(aspects) == set(rationale):
+        return f"all {len(rationale)}"
+    if len(rationale) > 1 and set(aspects) == {*rationale, "task"}:
+        return f"all {len(rationale)} + task"
+    return ",".join(aspects) or "(no reward.aspects)"
+
+
+def aspect_matrix(jobs: list[Job], keys: list[str], samples: int, seed: int,
+                  notes: list) -> list[dict]:  # fmt: skip
+    """The aspect ablation's matrix, one CSV row per cell: aspect set trained (``reward.aspects``)
+    x aspect measured (``quality.jsonl``), the paired RL − KD difference over the questions both
+    scored, a question-cluster bootstrap over the jobs (seeds) of a row. Single-aspect rows come
+    first, in the columns' order, so the diagonal is the diagonal."""
+    rl, kd = MATRIX_PAIR
+    scored = [job for job in jobs if rl in job.quality_by_id]
+    paired = [job for job in scored if kd in job.quality_by_id]
+    notes += [f"{job.dir}: quality.jsonl scores {rl} but not {kd}: not in the aspect matrix"
+              for job in scored if kd not in job.quality_by_id]  # fmt: skip
+    measured = list(dict.fromkeys(
+        a for job in paired for m in MATRIX_PAIR for a in job.quality_by_id[m] if a != "aggregate"
+    ))  # fmt: skip
+    measured += ["aggregate"] if any("aggregate" in j.quality_by_id[rl] for j in paired) else []
+    groups: dict[tuple, list[Job]] = defaultdict(list)
+    for job in paired:
+        trained = trained_label(job.config.get("reward", {}).get("aspects", []), measured)
+        groups[(job.dataset, setting(job, keys, ("reward",)), trained)].append(job)
+    order = sorted(groups, key=lambda k: (k[0], k[1], measured.index(k[2])
+                                          if k[2] in measured else len(measured)))  # fmt: skip
+    rows = []
+    for dataset, label, trained in order:
+        members = groups[(dataset, label, trained)]
+        for aspect in measured:
+            pairs = []
+            for job in members:
+                a, b = job.quality_by_id[rl].get(aspect, {}), job.quality_by_id[kd].get(aspect, {})
+                if shared := a.keys() & b.keys():
+                    pairs.append(({i: a[i] for i in shared}, {i: b[i] for i in shared}))
+            row = {"dataset": dataset, "setting": label, "trained": trained, "aspect": aspect,
+                   "diff": None, "ci_low": None, "ci_high": None, "questions": 0,
+                   "jobs": len(pairs), "interval_excludes_zero": None}  # fmt: skip
+            if pairs:
+                diff, (lo, hi), questions = cluster_bootstrap_diff(pairs, samples, seed)
+                row |= {"diff": diff, "ci_low": lo, "ci_high": hi, "questions": questions,
+                        "interval_excludes_zero": lo > 0 or hi < 0}  # fmt: skip
+            rows.append(row)
+    return rows
 
 
 def decoding_table(jobs: list[Job], keys: list[str]) -> list[dict]:
@@ -440,6 +552,71 @@ def plot_aspects(rows: list[dict], aspects: list[str], path: Path) -> bool:
     return _save(fig, ax, path)
 
 
+def plot_cost(rows: list[dict], path: Path) -> bool:
+    """EM against the reader tokens a method asks per question, one labelled point per main
+    table row, coloured by dataset; bars are the rows' EM intervals."""
+    rows = [r for r in rows if r["reader_tokens_per_q"] is not None]
+    if not rows:
+        return False
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for dataset in sorted({r["dataset"] for r in rows}):
+        points = [r for r in rows if r["dataset"] == dataset]
+        bars = [[r["em"] - r["em_ci_low"] if r["em_ci_low"] is not None else 0 for r in points],
+                [r["em_ci_high"] - r["em"] if r["em_ci_high"] is not None else 0
+                 for r in points]]  # fmt: skip
+        x = [r["reader_tokens_per_q"] for r in points]
+        ax.errorbar(x, [r["em"] for r in points], yerr=bars, fmt="o", capsize=3, label=dataset)
+        for xi, r in zip(x, points):
+            ax.annotate(" ".join(filter(None, (r["method"], r["setting"]))), (xi, r["em"]),
+                        xytext=(4, 4), textcoords="offset points", fontsize=6)  # fmt: skip
+    x = [r["reader_tokens_per_q"] for r in rows]
+    if min(x) > 0 and max(x) / min(x) >= 10:
+        ax.set_xscale("log")
+    ax.set(xlabel="reader tokens per question (prompt + generated, asked; mean over seeds)",
+           ylabel="EM (bars: 95% interval)", title="EM vs reader cost")  # fmt: skip
+    return _save(fig, ax, path)
+
+
+def plot_aspect_matrix(rows: list[dict], path: Path) -> bool:
+    """The aspect matrix as a heatmap per dataset and setting: colour = RL − KD (one symmetric
+    scale for all cells), each cell annotated, separated cells starred and framed."""
+    if not any(r["diff"] is not None for r in rows):
+        return False
+    panels: dict[tuple, list[dict]] = defaultdict(list)
+    for r in rows:
+        panels[(r["dataset"], r["setting"])].append(r)
+    aspects = list(dict.fromkeys(r["aspect"] for r in rows))
+    limit = max(abs(r["diff"]) for r in rows if r["diff"] is not None) or 1.0
+    heights = [0.45 * len({r["trained"] for r in cells}) + 1.8 for cells in panels.values()]
+    fig, axes = plt.subplots(len(panels), 1, figsize=(1.1 * len(aspects) + 3, sum(heights)),
+                             height_ratios=heights, squeeze=False)  # fmt: skip
+    for ax, ((dataset, label), cells) in zip(axes[:, 0], panels.items()):
+        trained = list(dict.fromkeys(r["trained"] for r in cells))
+        grid = np.full((len(trained), len(aspects)), np.nan)
+        for r in cells:
+            if r["diff"] is None:
+                continue
+            y, x = trained.index(r["trained"]), aspects.index(r["aspect"])
+            grid[y, x] = r["diff"]
+            separated = r["interval_excludes_zero"]
+            ax.text(x, y, f"{r['diff']:+.3f}" + ("*" if separated else ""), ha="center",
+                    va="center", fontsize=7, fontweight="bold" if separated else "normal",
+                    color="white" if abs(r["diff"]) > 0.6 * limit else "black")  # fmt: skip
+            if separated:
+                ax.add_patch(plt.Rectangle((x - 0.5, y - 0.5), 1, 1, fill=False, linewidth=1.5))
+        image = ax.imshow(grid, cmap="RdBu", vmin=-limit, vmax=limit, aspect="auto")
+        ax.set_xticks(range(len(aspects)), aspects, rotation=30, ha="right", fontsize=7)
+        ax.set_yticks(range(len(trained)), trained, fontsize=7)
+        ax.set(xlabel="aspect measured", ylabel="RL reward (aspects trained)",
+               title=f"RL − KD, greedy ({' '.join(filter(None, (dataset, label)))}); "
+                     "* = 95% interval excludes 0")  # fmt: skip
+        fig.colorbar(image, ax=ax, label="RL − KD (raw score)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
 def _save(fig, ax, path: Path) -> bool:
     ax.legend(fontsize=6)
     fig.tight_layout()
@@ -467,8 +644,15 @@ def write_csv(rows: list[dict], path: Path) -> None:
         writer.writerows(rows)
 
 
+def fmt_tokens(value: float | None, std: float | None = None) -> str:
+    if value is None:
+        return ""
+    return f"{value:.0f}" + (f" ± {std:.0f}" if std is not None else "")
+
+
 def wide_main(rows: list[dict]) -> list[dict]:
-    """methods x datasets, as in the paper: EM, F1, n and the paper's EM per dataset."""
+    """methods x datasets, as in the paper: EM, F1, n, the paper's EM and the reader's and
+    student's tokens per question, per dataset."""
     datasets = sorted({r["dataset"] for r in rows})
     out: dict[tuple, dict] = {}
     for r in rows:
@@ -477,10 +661,14 @@ def wide_main(rows: list[dict]) -> list[dict]:
         for d in datasets:
             cells.setdefault(f"{d} EM", ""), cells.setdefault(f"{d} F1", "")
             cells.setdefault(f"{d} n×seeds", ""), cells.setdefault(f"{d} paper EM", "")
+            cells.setdefault(f"{d} reader tok/q", ""), cells.setdefault(f"{d} student tok/q", "")
         shown_row = shown(r)
         cells[f"{r['dataset']} EM"], cells[f"{r['dataset']} F1"] = shown_row["em"], shown_row["f1"]
         cells[f"{r['dataset']} n×seeds"] = f"{r['n']}×{r['seeds']}"
         cells[f"{r['dataset']} paper EM"] = shown_row["paper_em"]
+        for model in ("reader", "student"):
+            column = f"{model}_tokens_per_q"
+            cells[f"{r['dataset']} {model} tok/q"] = fmt_tokens(r[column], r[f"{column}_std"])
     return list(out.values())
 
 
@@ -495,6 +683,36 @@ def differences_md(rows: list[dict]) -> list[dict]:
     ]  # fmt: skip
 
 
+def _signed(x: float) -> str:
+    """``+.031`` rather than ``+0.031``: the matrix has a column per aspect."""
+    return re.sub(r"^([+-])0\.", r"\1.", f"{x:+.3f}")
+
+
+def matrix_md(rows: list[dict]) -> list[dict]:
+    """The matrix as Markdown cells: ``diff [low, high]``, bold where the interval excludes 0,
+    ``n=`` where a cell has fewer questions than its row."""
+    out: dict[tuple, dict] = {}
+    for r in rows:
+        out.setdefault((r["dataset"], r["setting"], r["trained"]), {
+            "dataset": r["dataset"], "setting": r["setting"], "aspects trained": r["trained"],
+            "questions (jobs)": (0, 0)})  # fmt: skip
+    for r in rows:
+        cells = out[(r["dataset"], r["setting"], r["trained"])]
+        cells["questions (jobs)"] = max(cells["questions (jobs)"], (r["questions"], r["jobs"]))
+    for r in rows:
+        cells = out[(r["dataset"], r["setting"], r["trained"])]
+        cell = ""
+        if r["diff"] is not None:
+            cell = f"{_signed(r['diff'])} [{_signed(r['ci_low'])}, {_signed(r['ci_high'])}]"
+            cell = f"**{cell}**" if r["interval_excludes_zero"] else cell
+            if r["questions"] < cells["questions (jobs)"][0]:
+                cell += f" n={r['questions']}"
+        cells[r["aspect"]] = cell
+    for cells in out.values():
+        cells["questions (jobs)"] = "{} ({})".format(*cells["questions (jobs)"])
+    return list(out.values())
+
+
 def build(dirs: list[Path], out: Path, samples: int = NUM_RESAMPLES, seed: int = 0) -> Path:
     """Gather the jobs below ``dirs``; write report.md, CSVs and PNGs into ``out``."""
     out.mkdir(parents=True, exist_ok=True)
@@ -505,9 +723,10 @@ def build(dirs: list[Path], out: Path, samples: int = NUM_RESAMPLES, seed: int =
     aspects = quality_aspects(done)
     notes = repeated_jobs(done, keys)
     tables = {
-        "main": main_table(done, keys),
+        "main": main_table(done, keys, samples, seed),
         "differences": differences(done, keys, samples, seed, notes),
         "aspects": aspect_table(done, keys, aspects),
+        "aspect_matrix": aspect_matrix(done, keys, samples, seed, notes),
         "decoding": decoding_table(done, keys),
         "model_sizes": size_table(done, keys),
         "missing": [
@@ -521,6 +740,8 @@ def build(dirs: list[Path], out: Path, samples: int = NUM_RESAMPLES, seed: int =
         ("em_vs_student_size.png", plot_sizes, (tables["model_sizes"],)),
         ("em_vs_sc_samples.png", plot_sc_samples, (tables["decoding"],)),
         ("quality_kd_vs_rl.png", plot_aspects, (tables["aspects"], aspects)),
+        ("em_vs_cost.png", plot_cost, (tables["main"],)),
+        ("aspect_matrix.png", plot_aspect_matrix, (tables["aspect_matrix"],)),
     ]
     written = [name for name, plot, args in plots if plot(*args, out / name)]
     text = _report_text(dirs, jobs, done, tables, written, notes)
@@ -532,15 +753,24 @@ def build(dirs: list[Path], out: Path, samples: int = NUM_RESAMPLES, seed: int =
 def _report_text(dirs, jobs, done, tables, plots: list[str], notes) -> str:
     readers = sorted({str(j.results.get("reader")) for j in done})
     teachers = sorted({str(j.choices.get("teacher", "?")) for j in done})
+    precision = defaultdict(set)  # model -> the precisions its jobs ran in (newer runs)
+    for job in done:
+        for model, value in job.results.get("precision", {}).items():
+            precision[model].add(str(value))
+    precisions = "; ".join(f"{m} {', '.join(sorted(v))}" for m, v in precision.items())
     parts = [
         "# lmcot report\n",
         f"Multiruns: {', '.join(str(d) for d in dirs)}. Jobs: {len(jobs)}, finished "
         f"{len(done)}, missing or failed {len(jobs) - len(done)}.\n",
         f"Readers: {', '.join(readers) or '-'}. Teachers: {', '.join(teachers) or '-'}. "
+        f"Precision: {precisions or 'not recorded'}. "
         "EM and F1 are mean ± sample std over seeds where there are several; n is questions "
         "per job × seeds.\n",
         "## Main table\n",
-        f"Paper EM: {PAPER_CITATION}; its reader is not ours.\n",
+        f"Paper EM: {PAPER_CITATION}; its reader is not ours. `tok/q`: tokens the method asks "
+        "per question (results.json `cost.<method>`, counted whether or not the cache served "
+        "them), reader prompt + generated and student generated, mean ± std over seeds; empty "
+        "for runs that predate cost.\n",
         markdown(wide_main(tables["main"])),
         "## EM differences (paired bootstrap 95% interval over questions; the seeds of a row "
         "resampled together by question)\n",
@@ -549,6 +779,13 @@ def _report_text(dirs, jobs, done, tables, plots: list[str], notes) -> str:
         markdown(differences_md(tables["differences"])),
         "## Aspect ablation (RL reward sets; greedy decoding)\n",
         markdown([shown(r) for r in tables["aspects"]]),
+        "## Aspect matrix: RL − KD per aspect measured (greedy; paired 95% interval)\n",
+        "Rows: the RL reward (`reward.aspects`) of the jobs; columns: each aspect's raw score and "
+        "the aggregate in quality.jsonl. A cell is lm_guided_rl − lm_guided_kd of the same job "
+        "over the questions both scored (`n=` where fewer than its row's), the seeds of a row "
+        "resampled together by question. **Bold**: the interval excludes zero. Raw scales "
+        "differ by aspect: read a cell against its column.\n",
+        markdown(matrix_md(tables["aspect_matrix"])),
         "## Decoding\n",
         markdown([shown(r) for r in tables["decoding"]]),
         "## Model size\n",

@@ -1,9 +1,11 @@
 """`python -m lmcot.report` on a multirun directory written by hand: cells, intervals, plots."""
 
 import csv
+import json
 import subprocess
 import sys
 from pathlib import Path
+from statistics import mean
 
 import pytest
 import yaml
@@ -12,6 +14,7 @@ from conftest import REPO
 from lmcot import results
 from lmcot.methods import Prediction
 from lmcot.report import build, student_size
+from lmcot.stats import cluster_bootstrap_mean
 
 N = 50  # questions per job
 
@@ -29,16 +32,33 @@ def em_pattern(method: str, seed: int, kd: int | None = None) -> list[float]:
     return [float(i < right[method]) for i in range(N)]  # kd: .8 (seed 0) and .6 (seed 1)
 
 
+# reader prompt tokens per question at seed 0, and student generated tokens per question
+READER_TOKENS = {"standard": 100, "cot": 300, "lm_guided_kd": 400, "lm_guided_kd_sc": 2000,
+                 "lm_guided_rl": 400}  # fmt: skip
+STUDENT_TOKENS = {"lm_guided_kd": 40, "lm_guided_kd_sc": 200, "lm_guided_rl": 40}
+
+
+def method_cost(method: str, seed: int) -> dict:
+    """``cost.<method>`` of a run of N questions: 100 more prompt tokens per question per seed
+    and 10 generated, so that seeds 0 and 1 average to READER_TOKENS + 60 per question."""
+    return {"reader_prompt_tokens": N * (READER_TOKENS[method] + 100 * seed),
+            "reader_new_tokens": N * 10, "student_new_tokens": N * STUDENT_TOKENS.get(method, 0),
+            "reader_calls_made": 0, "seconds": 1.0}  # fmt: skip
+
+
 def write_job(root: Path, num: int, overrides: list[str], seed: int, student: str,
               finished: bool = True, methods=("standard", "cot", "lm_guided_kd",
                                               "lm_guided_kd_sc", "lm_guided_rl"),
-              kd: int | None = None):  # fmt: skip
+              kd: int | None = None, cost: bool = False, aspects=("factuality", "task"),
+              quality_rows: list[dict] = ()):  # fmt: skip
+    """A job dir as a run leaves it; ``cost``: results.json has ``cost`` and ``precision`` (runs
+    before them did not); ``aspects``: its RL reward; ``quality_rows``: its quality.jsonl."""
     job = root / str(num)
     (job / ".hydra").mkdir(parents=True)
     config = {
         "seed": seed,
         "student": {"name_or_path": student},
-        "reward": {"aspects": ["factuality", "task"]},
+        "reward": {"aspects": list(aspects)},
         "decoding": {"greedy": {}, "sc": {"num_samples": 5}},
     }
     (job / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
@@ -55,21 +75,30 @@ def write_job(root: Path, num: int, overrides: list[str], seed: int, student: st
     ]
     quality = {"lm_guided_kd": {"factuality": 0.4, "task": 0.5},
                "lm_guided_rl": {"factuality": 0.6, "task": 0.7}}  # fmt: skip
+    if quality_rows:  # results.json quality.<method>: the means of quality.jsonl
+        quality = {m: {a: mean(r[a] for r in quality_rows if r["method"] == m and r[a] is not None)
+                       for a in quality_rows[0] if a not in ("id", "method")}
+                   for m in {r["method"] for r in quality_rows}}  # fmt: skip
     summary = {"n": N, "data": dataset, "reader": "tiny", "quality": quality,
                "methods": results.summarize(predictions, num_resamples=100)}  # fmt: skip
-    results.write(job, summary, predictions)
+    if cost:
+        summary["cost"] = {m: method_cost(m, seed) for m in methods}
+        summary["precision"] = {"reader": "bfloat16", "student": "bfloat16",
+                                "training": "bf16-mixed"}  # fmt: skip
+    results.write(job, summary, predictions, quality_rows)
 
 
 @pytest.fixture(scope="module")
 def multirun(tmp_path_factory):
-    """Two hotpotqa seeds, one 2wiki job and one missing, one hotpotqa job with another student."""
+    """Two hotpotqa seeds, one 2wiki job and one missing, one hotpotqa job with another student;
+    the 2wiki job predates ``cost``."""
     root = tmp_path_factory.mktemp("multirun") / "2025-01-01" / "12-00-00"
-    write_job(root, 0, ["data=hotpotqa", "seed=0"], 0, "google/flan-t5-small")
-    write_job(root, 1, ["data=hotpotqa", "seed=1"], 1, "google/flan-t5-small")
+    write_job(root, 0, ["data=hotpotqa", "seed=0"], 0, "google/flan-t5-small", cost=True)
+    write_job(root, 1, ["data=hotpotqa", "seed=1"], 1, "google/flan-t5-small", cost=True)
     write_job(root, 2, ["data=twowiki", "seed=0"], 0, "google/flan-t5-small")
     write_job(root, 3, ["data=twowiki", "seed=1"], 1, "google/flan-t5-small", finished=False)
     write_job(root, 4, ["data=hotpotqa", "seed=0", "student=flan_t5_base"], 0,
-              "google/flan-t5-base")  # fmt: skip
+              "google/flan-t5-base", cost=True)  # fmt: skip
     return root
 
 
@@ -97,6 +126,32 @@ def test_main_table_averages_seeds_and_keeps_other_settings_apart(report):
     assert main[("lm_guided_kd", "", "twowiki")]["paper_em"] == "0.506"
     assert main[("lm_guided_kd", "", "twowiki")]["em_std"] == ""  # one seed: no std
     assert "0.700 ± 0.141" in text and "| 50×2 |" in text
+
+
+def test_main_table_has_the_tokens_per_question_and_the_em_interval(report, multirun):
+    out, text = report
+    main = {(r["method"], r["setting"], r["dataset"]): r for r in read_csv(out / "main.csv")}
+    kd = main[("lm_guided_kd", "", "hotpotqa")]  # seeds 0, 1: 400 + 10 and 500 + 10 per question
+    assert float(kd["reader_tokens_per_q"]) == pytest.approx(460)
+    assert float(kd["reader_tokens_per_q_std"]) == pytest.approx(70.71, abs=0.01)
+    assert float(kd["student_tokens_per_q"]) == 40 and float(kd["student_tokens_per_q_std"]) == 0
+    assert float(main[("lm_guided_kd_sc", "", "hotpotqa")]["student_tokens_per_q"]) == 200
+    assert main[("standard", "", "hotpotqa")]["student_tokens_per_q"] == "0.0"
+    base = main[("lm_guided_kd", "student=flan_t5_base", "hotpotqa")]  # one seed: no std
+    assert (base["reader_tokens_per_q"], base["reader_tokens_per_q_std"]) == ("410.0", "")
+    old = main[("lm_guided_kd", "", "twowiki")]  # results.json without cost: empty cells
+    assert old["reader_tokens_per_q"] == old["student_tokens_per_q"] == ""
+    assert "| 460 ± 71 | 40 ± 0 |" in text
+    assert "Precision: reader bfloat16; student bfloat16; training bf16-mixed" in text
+    # one job: its own em_ci; two seeds (KD .8, .6 on the same 50 questions): the question-
+    # cluster bootstrap of their mean EM, .7
+    ci = json.loads((multirun / "2" / "results.json").read_text())["methods"]["lm_guided_kd"]
+    assert [float(old["em_ci_low"]), float(old["em_ci_high"])] == ci["em_ci"]
+    lo, hi = float(kd["em_ci_low"]), float(kd["em_ci_high"])
+    assert (lo, hi) == cluster_bootstrap_mean(
+        [{f"q{i}": float(i < right) for i in range(N)} for right in (40, 30)], 1000, 0
+    )[1]
+    assert lo < 0.7 < hi and 0.5 < lo
 
 
 def differences_of(out: Path) -> dict[tuple, dict]:
@@ -176,7 +231,12 @@ def test_missing_jobs_are_listed_with_their_overrides_and_plots_are_written(repo
     (missing,) = read_csv(out / "missing.csv")
     assert missing["overrides"] == "data=twowiki seed=1" and missing["reason"] == "no results.json"
     assert "Jobs: 5, finished 4, missing or failed 1" in text
-    for png in ("em_vs_student_size.png", "em_vs_sc_samples.png", "quality_kd_vs_rl.png"):
+    for png in (
+        "em_vs_student_size.png",
+        "em_vs_sc_samples.png",
+        "quality_kd_vs_rl.png",
+        "em_vs_cost.png",
+    ):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"![{png}]({png})" in text
 
@@ -188,6 +248,92 @@ def test_plots_only_when_the_runs_hold_their_data(tmp_path):
     out = tmp_path / "report"
     text = build([root], out, samples=100).read_text()
     assert not list(out.glob("*.png")) and "no runs hold the data for a plot" in text
+    assert {r["reader_tokens_per_q"] for r in read_csv(out / "main.csv")} == {""}  # no cost
+
+
+MEASURED = ("factuality", "relevance", "task")  # the aspects quality.jsonl scores, in order
+SHIFT = 0.05  # RL − KD on each aspect a job trained on; 0 on the others
+
+
+def aspect_rows(trained: list[str]) -> list[dict]:
+    """quality.jsonl of a job that trained on ``trained``: per question RL − KD is SHIFT ± .02
+    on a trained aspect and 0 ± .02 on any other (+.02 on even questions, −.02 on odd ones);
+    KD has no relevance score for q0 (the aspect did not apply)."""
+    rows = []
+    for i in range(N):
+        kd = {a: 0.3 + 0.01 * (i % 7) for a in MEASURED}
+        kd["relevance"] = None if i == 0 else kd["relevance"]
+        noise = 0.02 if i % 2 == 0 else -0.02
+        rl = {a: 0.3 + 0.01 * (i % 7) + noise + SHIFT * (a in trained) for a in MEASURED}
+        for method, scores in (("lm_guided_kd", kd), ("lm_guided_rl", rl)):
+            scored = [v for v in scores.values() if v is not None]
+            rows.append({"id": f"q{i}", "method": method, **scores,
+                         "aggregate": sum(scored) / len(scored)})  # fmt: skip
+    return rows
+
+
+def write_aspect_job(root: Path, num: int, trained: list[str], seed: int = 0) -> None:
+    overrides = ["data=hotpotqa", f"reward.aspects=[{','.join(trained)}]", f"seed={seed}"]
+    write_job(root, num, overrides, seed, "google/flan-t5-small",
+              methods=("standard", "lm_guided_kd", "lm_guided_rl"), aspects=trained,
+              quality_rows=aspect_rows(trained))  # fmt: skip
+
+
+def matrix_of(out: Path) -> dict[tuple, dict]:
+    return {(r["trained"], r["aspect"]): r for r in read_csv(out / "aspect_matrix.csv")}
+
+
+def test_aspect_matrix_recovers_the_diagonal_and_clusters_the_seeds(tmp_path):
+    """sweeps=aspects: each single aspect (factuality twice, by two seeds with the same
+    answers), both rationale aspects, both + task; relevance ran first."""
+    root = tmp_path / "multirun"
+    sets = [["relevance"], ["factuality"], ["factuality"], ["task"],
+            ["factuality", "relevance"], ["factuality", "relevance", "task"]]  # fmt: skip
+    for num, trained in enumerate(sets):
+        write_aspect_job(root, num, trained, seed=1 if num == 2 else 0)
+    text = build([root], tmp_path / "report", samples=1000).read_text()
+    rows = read_csv(tmp_path / "report" / "aspect_matrix.csv")
+    # single aspects in the columns' order, so the diagonal is the diagonal; then the sets
+    order = list(dict.fromkeys(r["trained"] for r in rows))
+    assert order == ["factuality", "relevance", "task", "all 2", "all 2 + task"]
+    assert list(dict.fromkeys(r["aspect"] for r in rows)) == [*MEASURED, "aggregate"]
+    cells = matrix_of(tmp_path / "report")
+    for trained in MEASURED:
+        for aspect in MEASURED:
+            cell = cells[(trained, aspect)]
+            lo, hi = float(cell["ci_low"]), float(cell["ci_high"])
+            # relevance: 49 questions both scored, 24 even and 25 odd ones: noise −.02 / 49
+            expected = SHIFT * (aspect == trained) - (0.02 / 49) * (aspect == "relevance")
+            assert float(cell["diff"]) == pytest.approx(expected, abs=1e-9), (trained, aspect)
+            assert cell["interval_excludes_zero"] == str(aspect == trained), (trained, aspect)
+            assert lo < expected < hi
+            assert cell["questions"] == ("49" if aspect == "relevance" else "50")
+            assert cell["jobs"] == ("2" if trained == "factuality" else "1")
+    assert cells[("all 2 + task", "task")]["interval_excludes_zero"] == "True"
+    assert cells[("all 2", "task")]["interval_excludes_zero"] == "False"
+    line = next(x for x in text.splitlines() if x.startswith("| hotpotqa |  | factuality |"))
+    assert line.split(" | ")[3] == "50 (2)" and line.split(" | ")[4].startswith("**+.050 [+.0")
+    assert "n=49" in line.split(" | ")[5] and "**" not in line.split(" | ")[5]
+    assert (tmp_path / "report" / "aspect_matrix.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "![aspect_matrix.png](aspect_matrix.png)" in text
+    # the two factuality seeds repeat one job's answers: exactly that job's interval
+    write_aspect_job(tmp_path / "alone", 0, ["factuality"])
+    build([tmp_path / "alone"], tmp_path / "r1", samples=1000)
+    alone = matrix_of(tmp_path / "r1")
+    for aspect in MEASURED:
+        one, two = alone[("factuality", aspect)], cells[("factuality", aspect)]
+        assert (one["jobs"], two["jobs"]) == ("1", "2")
+        for k in ("diff", "ci_low", "ci_high"):
+            assert float(one[k]) == pytest.approx(float(two[k]), rel=1e-9, abs=1e-12)
+
+
+def test_no_aspect_matrix_without_quality_rows_and_a_bad_row_is_named(report, tmp_path):
+    out, text = report  # its jobs have no quality.jsonl
+    assert read_csv(out / "aspect_matrix.csv") == [] and not (out / "aspect_matrix.png").exists()
+    write_aspect_job(tmp_path / "bad", 0, ["factuality"])
+    (tmp_path / "bad" / "0" / "quality.jsonl").write_text('{"id": "q0", "factuality": 0.5}\n')
+    with pytest.raises(ValueError, match=r"quality.jsonl row 1: expected keys id and method"):
+        build([tmp_path / "bad"], tmp_path / "out", samples=100)
 
 
 def test_student_sizes_from_names():
