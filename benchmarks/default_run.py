@@ -1,4 +1,5 @@
-"""Wall time of the default ``python train.py``, by stage and by method, with a fresh cache.
+"""Wall time, memory and compute of the default ``python train.py``, by stage and by method,
+with a fresh cache.
 
     python benchmarks/default_run.py [HYDRA_OVERRIDE ...]
 
@@ -7,7 +8,9 @@ Runs ``train.py`` in this process with ``LMCOT_CACHE`` pointed at a new temporar
 ``LMCOT_MODELS`` are reused) and prints: seconds per stage (every stage of ``train.STAGES``,
 whatever stages exist), seconds per evaluated method (from the evaluation's "method ... on"
 log records), peak RSS in all and per stage and method (sampled every 0.2 s from
-``/proc/self/statm``, so Linux only), and EM/F1 per method from the run's ``results.json``.
+``/proc/self/statm``, so Linux only), model FLOPs and achieved GFLOP/s per stage and method
+(:class:`ModelFlops`) with their fraction of this machine's matmul peak (a GEMM probe run
+first, in bf16 and fp32), and EM/F1 per method from the run's ``results.json``.
 Any arguments are Hydra overrides passed on, e.g. ``data.limit=8``. Run it on an idle
 machine, and note the load.
 """
@@ -22,6 +25,8 @@ import threading
 import time
 from collections import defaultdict
 from pathlib import Path
+
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -43,6 +48,72 @@ class PeakRss(threading.Thread):
             for label in filter(None, (self.stage, self.method)):
                 self.peaks[label] = max(self.peaks[label], rss)
             time.sleep(0.2)
+
+
+class ModelFlops:
+    """Model FLOPs of every transformers model call, by the stage and method running.
+
+    Forward: 2 x parameters x tokens (Kaplan et al. 2020's approximation, for the decoder-only
+    models of the default run; the attention's context term is left out), the input embedding
+    excluded and the output head counted at the positions whose logits were computed; padded
+    positions count (they are computed). A forward with gradients is followed by its backward:
+    input gradients through every weight (1 x the forward) and weight gradients of the trained
+    ones (their share of it), so LoRA training costs ~2x a forward, full fine-tuning 3x.
+    Only the outermost model call counts (a PEFT wrapper or a head calls its trunk inside).
+    """
+
+    def __init__(self, labels: PeakRss):
+        self.labels, self.flops = labels, defaultdict(float)
+        self.depth = 0
+
+    def install(self) -> None:
+        from transformers import PreTrainedModel
+
+        call = torch.nn.Module.__call__
+
+        def counted(model, *args, **kwargs):
+            self.depth += 1
+            try:
+                out = call(model, *args, **kwargs)
+            finally:
+                self.depth -= 1
+            if self.depth == 0:
+                self.add(model, kwargs.get("input_ids", args[0] if args else None), out)
+            return out
+
+        PreTrainedModel.__call__ = counted
+
+    def add(self, model, input_ids, out) -> None:
+        if input_ids is None:
+            return
+        head = model.get_output_embeddings()
+        embed = model.get_input_embeddings()
+        params = list(model.parameters())
+        total = sum(p.numel() for p in params)
+        trunk = total - embed.weight.numel() - (0 if head is None or head.weight is embed.weight
+                                                else head.weight.numel())  # fmt: skip
+        logits = getattr(out, "logits", None)
+        positions = logits.shape[0] * logits.shape[1] if logits is not None else 0
+        forward = (
+            2 * trunk * input_ids.numel() + 2 * (head.weight.numel() if head else 0) * positions
+        )
+        if torch.is_grad_enabled() and any(p.requires_grad for p in params):
+            trained = sum(p.numel() for p in params if p.requires_grad)
+            forward *= 2 + trained / total
+        for label in filter(None, (self.labels.stage, self.labels.method)):
+            self.flops[label] += forward
+
+
+def matmul_peak(dtype: torch.dtype, size: int = 2048, repeats: int = 5) -> float:
+    """GFLOP/s of the best of ``repeats`` square matmuls: this machine's practical peak."""
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    a @ b  # oneDNN picks its kernel on the first call
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best / 1e9
 
 
 class MethodClock(logging.Handler):
@@ -67,8 +138,12 @@ def main() -> None:
 
     stage_seconds: dict[str, float] = {}
     stage_ends: dict[str, float] = {}
+    peaks = {name: matmul_peak(dtype) for name, dtype in
+             (("bf16", torch.bfloat16), ("fp32", torch.float32))}  # fmt: skip
     rss = PeakRss()
     rss.start()
+    flops = ModelFlops(rss)
+    flops.install()
 
     def timed(name, run):
         def stage(cfg):
@@ -103,21 +178,33 @@ def main() -> None:
     print(f"\ndefault run: {total:.0f} s wall, peak RSS "
           f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GB "
           f"(fresh cache {tmp / 'cache'}; load {os.getloadavg()[0]:.1f})")  # fmt: skip
+    print(f"matmul peak (2048^3 GEMM probe, {torch.get_num_threads()} threads): bf16 "
+          f"{peaks['bf16']:.0f} GFLOP/s, fp32 {peaks['fp32']:.0f} GFLOP/s; 'of peak' below is "
+          "of the bf16 peak")  # fmt: skip
     gb = {name: f"{peak / 2**30:.2f}" for name, peak in rss.peaks.items()}
-    print(f"{'stage':<28}{'wall s':>8}{'peak RSS GB':>14}")
+
+    def compute(name: str, seconds: float) -> str:
+        tflop = flops.flops.get(name, 0.0) / 1e12
+        rate = tflop * 1e3 / seconds if seconds else 0.0
+        return f"{tflop:>9.2f}{rate:>9.1f}{rate / peaks['bf16']:>9.1%}"
+
+    header = f"{'wall s':>8}{'peak RSS GB':>14}{'TFLOP':>9}{'GFLOP/s':>9}{'of peak':>9}"
+    print(f"{'stage':<28}{header}")
     for name, seconds in stage_seconds.items():
-        print(f"{name:<28}{seconds:>8.0f}{gb.get(name, ''):>14}")
+        print(f"{name:<28}{seconds:>8.0f}{gb.get(name, ''):>14}{compute(name, seconds)}")
     print(f"{'start-up and the rest':<28}{total - sum(stage_seconds.values()):>8.0f}")
     results_path = run_dir / "results.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
     methods = results.get("methods", {})
     ends = [t for _, t in clock.starts[1:]] + [stage_ends.get("evaluate", time.perf_counter())]
-    print(f"\n{'method':<28}{'wall s':>8}{'EM':>8}{'F1':>8}{'peak RSS GB':>14}   "
-          f"n={results.get('n')}")  # fmt: skip
+    print(f"\n{'method':<28}{'EM':>8}{'F1':>8}{header}   n={results.get('n')}")
     for (name, began), end in zip(clock.starts, ends):
         m = methods.get(name, {})
-        print(f"{name:<28}{end - began:>8.0f}{m.get('em', float('nan')):>8.3f}"
-              f"{m.get('f1', float('nan')):>8.3f}{gb.get(name, ''):>14}")  # fmt: skip
+        print(
+            f"{name:<28}{m.get('em', float('nan')):>8.3f}{m.get('f1', float('nan')):>8.3f}"
+            f"{end - began:>8.0f}{gb.get(name, ''):>14}{compute(name, end - began)}"
+        )
+    print(f"precision: {results.get('precision')}")
     for key in ("reader_calls", "saved_calls"):
         if key in results:
             print(f"{key}: {results[key]}")

@@ -128,9 +128,11 @@ def test_rollouts_sample_the_whole_distribution_not_its_top_50(cfg_factory):
 @pytest.mark.parametrize("algo", ["ppo", "grpo", "rloo"])
 @pytest.mark.parametrize("student", ["tiny_llama", "tiny_t5"])
 def test_reward_with_a_known_optimum_rises(cfg_factory, tmp_path, student, algo):
-    """30 steps take the uppercase share from ~0.08 towards its optimum 1.0 (measured, seed 0,
-    mean of the first 5 steps -> the last 5: tiny_llama PPO .24 -> .51, GRPO .54 -> .95; tiny_t5
-    PPO .08 -> .91, GRPO .32 -> .84).
+    """30 steps take the uppercase share from the untrained policy's ~0.08 (step 0) towards its
+    optimum 1.0 (measured, seed 0, step 0 -> mean of the last 5 steps: tiny_llama PPO .09 -> .70,
+    GRPO .09 -> .95, RLOO .09 -> .52; tiny_t5 PPO .07 -> .91, GRPO .06 -> .84, RLOO .06 -> .64).
+    Step 0, not the first five, is the baseline: GRPO and RLOO rise within two steps. With the
+    critic on the policy's features (not detached) tiny_llama PPO reached only .29.
 
     PPO at its default KL coefficient (0.05 per token in the reward) rises and then returns to
     the reference (tiny_llama .09 -> .59 -> .13): all caps costs 20-30 nats of KL over 8
@@ -143,8 +145,8 @@ def test_reward_with_a_known_optimum_rises(cfg_factory, tmp_path, student, algo)
     read_uppercase_along_one_direction(module.student)
     fit(module, 30, tmp_path)
     rewards = seen["reward"]
-    first, last = sum(rewards[:5]) / 5, sum(rewards[-5:]) / 5
-    assert last > first + 0.2, rewards
+    last = sum(rewards[-5:]) / 5
+    assert last > rewards[0] + 0.3, rewards
 
 
 @pytest.mark.slow
