@@ -380,3 +380,21 @@ def test_unknown_aspect_in_config_is_rejected(cfg_factory):
     cfg = cfg_factory("reader=tiny", "reward.aspects=[factuallity]", config_name="validate")
     with pytest.raises(InstantiationException, match=r"unknown aspects \['factuallity'\]"):
         instantiate(cfg.reward, lm=FakeLM())
+
+
+def test_coherence_sees_the_answer_stated_before_its_facts():
+    # reversed, a three-sentence chain has the same adjacent pairs: the plain cosine ties
+    chain = [
+        "Korvath Mills was founded by Delia Marsh.",
+        "Delia Marsh was born in Estford.",
+        "So the answer is Estford.",
+    ]
+    texts = [" ".join(chain), " ".join(chain[::-1])]
+    cosine = make_scorer("embedding", "coherence", answer_weight=0.0)([""] * 2, texts)
+    assert cosine[0] == pytest.approx(cosine[1])
+    intact, reversed_ = make_scorer("embedding", "coherence")([""] * 2, texts)
+    assert intact > reversed_ + 0.25
+    assert 0.0 <= reversed_ <= intact <= 1.0
+    assert make_scorer("embedding", "coherence")([""], ["So the answer is Estford."]) == [None]
+    with pytest.raises(ValueError, match="answer_weight must be in"):
+        make_scorer("embedding", "coherence", answer_weight=1.5)

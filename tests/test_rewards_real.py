@@ -29,7 +29,7 @@ RANKING = [
     ("relevance", "embedding", {"reference": "question"}, None, 0.75),  # 0.875 (8)
     ("logicality", "lexical", {}, None, 1.0),  # 1.000 (8)
     ("consistency", "answer_match", {}, None, 1.0),  # 1.000 (12; 4 yes/no truncations: None)
-    ("coherence", "embedding", {}, None, 0.65),  # 0.719 (16)
+    ("coherence", "embedding", {}, None, 0.75),  # 0.812 (16; answer_weight=0: 0.719)
     ("fluency", "perplexity", {}, "smollm2", 0.875),  # 0.938 (16)
     ("naturalness", "perplexity", {}, "smollm2", 0.93),  # 1.000 (16)
     ("readability", "flesch", {}, None, 1.0),  # 1.000 (8)
