@@ -379,12 +379,20 @@ def _distill(cfg: DictConfig, art: Artifact) -> dict[str, float]:
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     metrics |= {k: float(counts_train[k] + counts_val[k]) for k in counts_train}
-    if checkpoints.best_model_path:  # export the best weights, not the last
-        load_trained(module, checkpoints.best_model_path)
-    metrics = {f"distill/{k.replace('/', '_')}": v for k, v in metrics.items()}
-    if trainer.is_global_zero:  # one writer under DDP/FSDP
+    return export_best(trainer, module, checkpoints.best_model_path, student, art, metrics,
+                       "distill")  # fmt: skip
+
+
+def export_best(trainer, module, best: str, student: HFModel, art: Artifact, metrics: dict,
+                stage: str) -> dict[str, float]:  # fmt: skip
+    """Reload the best checkpoint (not the last step's weights), prefix the metrics with the
+    stage and export from rank zero only (one writer under DDP/FSDP)."""
+    if best:
+        load_trained(module, best)
+    metrics = {f"{stage}/{k.replace('/', '_')}": v for k, v in metrics.items()}
+    if trainer.is_global_zero:
         export(student, art, metrics)
-        log.info("distilled student exported to %s", art.student)
+        log.info("%s: student exported to %s", stage, art.student)
     return metrics
 
 

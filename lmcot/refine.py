@@ -44,7 +44,7 @@ from torch.utils.data import DataLoader
 
 from lmcot import artifacts, loggers, rl
 from lmcot.data.example import Example
-from lmcot.distill import check_trained_keys, export, load_trained
+from lmcot.distill import check_trained_keys, export_best
 from lmcot.lm.base import LM, GenerationParams
 from lmcot.lm.hf import HFModel
 from lmcot.lm.sampling import seeded
@@ -629,10 +629,5 @@ def _refine(cfg: DictConfig, art: artifacts.Artifact, kd: Path) -> dict[str, flo
     trainer.fit(module, train, val, ckpt_path=ckpt if ckpt.exists() else None)
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-    if best.best_model_path:  # export the policy with the best validation EM, not the last
-        load_trained(module, best.best_model_path)
-    metrics = {f"refine/{k.replace('/', '_')}": v for k, v in metrics.items()}
-    if trainer.is_global_zero:  # one writer under DDP/FSDP
-        export(student, art, metrics)
-        log.info("refined student exported to %s", art.student)
-    return metrics
+    # the policy with the best validation EM, not the last
+    return export_best(trainer, module, best.best_model_path, student, art, metrics, "refine")
