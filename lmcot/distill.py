@@ -380,19 +380,20 @@ def _distill(cfg: DictConfig, art: Artifact) -> dict[str, float]:
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     metrics |= {k: float(counts_train[k] + counts_val[k]) for k in counts_train}
     return export_best(trainer, module, checkpoints.best_model_path, student, art, metrics,
-                       "distill")  # fmt: skip
+                       "distill", "distilled")  # fmt: skip
 
 
 def export_best(trainer, module, best: str, student: HFModel, art: Artifact, metrics: dict,
-                stage: str) -> dict[str, float]:  # fmt: skip
+                stage: str, made: str) -> dict[str, float]:  # fmt: skip
     """Reload the best checkpoint (not the last step's weights), prefix the metrics with the
-    stage and export from rank zero only (one writer under DDP/FSDP)."""
+    stage and export from rank zero only (one writer under DDP/FSDP), logging "<made> student
+    exported" (the line tests and users grep for)."""
     if best:
         load_trained(module, best)
     metrics = {f"{stage}/{k.replace('/', '_')}": v for k, v in metrics.items()}
     if trainer.is_global_zero:
         export(student, art, metrics)
-        log.info("%s: student exported to %s", stage, art.student)
+        log.info("%s student exported to %s", made, art.student)
     return metrics
 
 

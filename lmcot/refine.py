@@ -630,4 +630,5 @@ def _refine(cfg: DictConfig, art: artifacts.Artifact, kd: Path) -> dict[str, flo
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     # the policy with the best validation EM, not the last
-    return export_best(trainer, module, best.best_model_path, student, art, metrics, "refine")
+    return export_best(trainer, module, best.best_model_path, student, art, metrics, "refine",
+                       "refined")  # fmt: skip
