@@ -60,7 +60,9 @@ SIZES = (
     ("refine.log_table_every", COUNT_OR_ZERO), ("refine.optimizer.lr", POSITIVE),
     ("refine.algorithm.epochs", COUNT), ("refine.algorithm.minibatch_size", COUNT),
     ("refine.algorithm.group_size", GROUP), ("refine.algorithm.clip", POSITIVE),
-    ("refine.algorithm.value_clip", POSITIVE), ("refine.algorithm.vf_coef", NON_NEGATIVE),
+    ("refine.algorithm.value_clip", POSITIVE_OR_NULL),  # null: the critic's plain MSE
+    ("refine.algorithm.vf_coef", NON_NEGATIVE), ("refine.algorithm.value_lr", POSITIVE_OR_NULL),
+    ("refine.algorithm.critic_warmup_steps", COUNT_OR_ZERO),
     ("refine.algorithm.gamma", UNIT), ("refine.algorithm.lam", UNIT),
     ("refine.algorithm.kl.coef", NON_NEGATIVE), ("refine.algorithm.kl.target", POSITIVE),
     ("refine.algorithm.kl.horizon", COUNT),

@@ -76,7 +76,9 @@ SIZES = [
     ("refine.log_table_every=-1", "an integer >= 0"), ("refine.optimizer.lr=0", "a number > 0"),
     ("refine.algorithm.epochs=0", COUNT), ("refine.algorithm.minibatch_size=0", COUNT),
     ("refine.algorithm.clip=0.0", "a number > 0"),
-    ("refine.algorithm.value_clip=-0.2", "a number > 0"),
+    ("refine.algorithm.value_clip=-0.2", "null or a number > 0"),
+    ("refine.algorithm.value_lr=0", "null or a number > 0"),
+    ("refine.algorithm.critic_warmup_steps=-1", "an integer >= 0"),
     ("refine.algorithm.vf_coef=-0.1", "a number >= 0"),
     ("refine.algorithm.gamma=1.5", "a number in [0, 1]"),
     ("refine.algorithm.lam=-0.1", "a number in [0, 1]"),
@@ -135,6 +137,12 @@ def refused(cfg, override: str, expected: str) -> None:
 @pytest.mark.parametrize("override,expected", SIZES)
 def test_sizes_and_counts_are_checked_at_start(tiny, override, expected):
     refused(overridden(tiny, override), override, expected)
+
+
+def test_an_unclipped_critic_and_its_own_lr_pass_at_start(tiny):
+    """value_clip null (plain MSE) and a critic learning rate are settings, not errors."""
+    cfg = overridden(tiny, "refine.algorithm.value_clip=null")
+    preflight.check(overridden(cfg, "refine.algorithm.value_lr=1e-3"), STAGES)
 
 
 @pytest.mark.parametrize("group,override,expected", GROUP_SIZES)
