@@ -74,6 +74,26 @@ def test_validity_student_sweep_chooses_on_dev_without_touching_evaluation_quest
         assert artifact(chosen, stage).key == artifact(experiment, stage).key
 
 
+def test_refine_dev_compares_kd_and_rl_on_dev_with_the_dev_chosen_400_x_1_student(tmp_path):
+    cfg = compose_cfg(tmp_path, "experiment=refine_dev", config_name="train")
+    assert cfg.data.split == "dev" and cfg.data.num_examples >= 150
+    assert list(cfg.methods) == ["lm_guided_kd", "lm_guided_rl"]
+    assert list(cfg.decoding) == ["greedy"]
+    assert cfg.evaluate.rationale_quality and cfg.quality.normalize
+    assert "task" in cfg.reward.aspects and len(cfg.reward.aspects) == 9
+    assert not cfg.optimized_metric.startswith("test/")
+    chosen = compose_cfg(tmp_path, "sweeps=validity_student", "data.num_train=400",
+                         "trainer.max_epochs=1", config_name="train")  # fmt: skip
+    assert artifact(chosen, "teacher").key == artifact(cfg, "teacher").key
+    for key in ("data.num_train", "trainer.max_epochs", "distill.batch_size", "distill.optimizer"):
+        assert OmegaConf.select(chosen, key) == OmegaConf.select(cfg, key), key
+    # the aspect ablation runs over it: every job the same KD student, its own RL reward
+    ablation = compose_cfg(tmp_path, "sweeps=aspects", "experiment=refine_dev",
+                           "reward.aspects=[fluency]", config_name="train")  # fmt: skip
+    assert list(ablation.reward.aspects) == ["fluency"] and ablation.data.split == "dev"
+    assert artifact(ablation, "distill").key == artifact(cfg, "distill").key
+
+
 def test_a_sweep_narrows_from_the_command_line(tmp_path):
     cfg = compose_cfg(tmp_path, "sweeps=decoding", config_name="train")
     assert len(jobs(cfg, "decoding.sc.num_samples=3,5")) == 2  # the CLI wins over the file
