@@ -7,7 +7,7 @@ python train.py data=hotpotqa student=flan_t5_large reader=openai reader.model=.
 import hydra
 from omegaconf import DictConfig
 
-from lmcot import preflight
+from lmcot import memory, preflight
 from lmcot.distill import run_distill
 from lmcot.evaluate import evaluate
 from lmcot.refine import run_refine
@@ -27,6 +27,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     metrics = {}
     for stage in cfg.stages:  # each stage is idempotent and reuses its artifacts
         metrics |= STAGES[stage](cfg)
+        memory.release()  # what the stage freed goes back to the OS before the next one
     return metrics
 
 

@@ -15,7 +15,7 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities import rank_zero_only
 
-from lmcot import diagnostics, loggers, results
+from lmcot import diagnostics, loggers, memory, results
 from lmcot.artifacts import DONE, Artifact, artifact, is_rank_zero
 from lmcot.cost import Meter, Metered, MethodCost
 from lmcot.lm.base import LM
@@ -85,6 +85,7 @@ def build_methods(
             decoding = instantiate(decoding_node, **extra)
             yield name + decoding.suffix, instantiate(node, student=student, decoding=decoding)
         del student  # before the next student loads
+        memory.release()
 
 
 def run_precision(cfg: DictConfig, reader: LM) -> dict[str, str]:
