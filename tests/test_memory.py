@@ -32,7 +32,10 @@ def test_train_releases_memory_after_every_stage(monkeypatch):
     calls = []
     monkeypatch.setattr(train.preflight, "check", lambda cfg, stages: None)
     monkeypatch.setattr(train.memory, "release", lambda: calls.append("release"))
-    monkeypatch.setattr(train, "STAGES", {s: (lambda s: lambda cfg: calls.append(s) or {})(s)
-                                          for s in ("teacher", "distill")})  # fmt: skip
+
+    def stage(name):
+        return lambda cfg: calls.append(name) or {}
+
+    monkeypatch.setattr(train, "STAGES", {name: stage(name) for name in ("teacher", "distill")})
     train.train(type("Cfg", (), {"stages": ["teacher", "distill"]})())
     assert calls == ["teacher", "release", "distill", "release"]
