@@ -19,7 +19,7 @@ from pathlib import Path
 from rich.table import Table
 
 from lmcot.report import Job
-from lmcot.results import wide_console
+from lmcot.results import interval, wide_console
 from lmcot.stats import NUM_RESAMPLES, paired_bootstrap_diff
 
 
@@ -43,10 +43,9 @@ def paired(a: dict, b: dict, what: str, samples: int, seed: int) -> dict:
 
 def compare(a: Job, b: Job, samples: int = NUM_RESAMPLES, seed: int = 0) -> list[dict]:
     """One row per method of both runs (in A's order): EMs, paired EM and quality differences."""
-    answers = {
-        job.dir: {(p["method"], p["id"]): p["prediction"] for p in job.predictions}
-        for job in (a, b)
-    }
+    answers_a, answers_b = (
+        {(p["method"], p["id"]): p["prediction"] for p in job.predictions} for job in (a, b)
+    )
     rows = []
     for method in (m for m in a.em_by_id if m in b.em_by_id):
         em_a, em_b = a.em_by_id[method], b.em_by_id[method]
@@ -55,7 +54,7 @@ def compare(a: Job, b: Job, samples: int = NUM_RESAMPLES, seed: int = 0) -> list
             "method": method, "n": em["n"],
             "em_a": sum(em_a.values()) / len(em_a), "em_b": sum(em_b.values()) / len(em_b),
             "em_diff": em["diff"], "em_ci": em["ci"],
-            "changed": sum(answers[a.dir][method, i] != answers[b.dir][method, i] for i in em_a),
+            "changed": sum(answers_a[method, i] != answers_b[method, i] for i in em_a),
         }  # fmt: skip
         qa = a.quality_by_id.get(method, {}).get("aggregate")
         qb = b.quality_by_id.get(method, {}).get("aggregate")
@@ -75,12 +74,12 @@ def print_table(rows: list[dict], a: Path, b: Path, console=None) -> None:
                    "quality B − A [95% CI]"):  # fmt: skip
         table.add_column(column, justify="left" if column == "method" else "right")
     for r in rows:
-        quality = (f"{r['quality_diff']:+.3f} [{r['quality_ci'][0]:+.3f}, "
-                   f"{r['quality_ci'][1]:+.3f}]" if "quality_diff" in r else "")  # fmt: skip
+        quality = ""
+        if "quality_diff" in r:
+            quality = interval(r["quality_diff"], r["quality_ci"], signed=True)
         table.add_row(
             r["method"], str(r["n"]), f"{r['em_a']:.3f}", f"{r['em_b']:.3f}",
-            f"{r['em_diff']:+.3f} [{r['em_ci'][0]:+.3f}, {r['em_ci'][1]:+.3f}]",
-            str(r["changed"]), quality,
+            interval(r["em_diff"], r["em_ci"], signed=True), str(r["changed"]), quality,
         )  # fmt: skip
     console.print(table)
 

@@ -117,7 +117,7 @@ def write(
     return path
 
 
-def _interval(value: float, ci: list[float], signed: bool = False) -> str:
+def interval(value: float, ci: list[float], signed: bool = False) -> str:
     sign = "+" if signed else ""
     return f"{value:{sign}.3f} [{ci[0]:{sign}.3f}, {ci[1]:{sign}.3f}]"
 
@@ -134,9 +134,9 @@ def print_table(results: dict, console: Console | None = None) -> None:
     for key in shown:
         table.add_column(f"EM − {REFERENCES[key]} [95% CI]", justify="right")
     for name, m in results["methods"].items():
-        diffs = [_interval(m[k]["diff"], m[k]["ci"], signed=True) if k in m else "" for k in shown]
+        diffs = [interval(m[k]["diff"], m[k]["ci"], signed=True) if k in m else "" for k in shown]
         table.add_row(
-            name, _interval(m["em"], m["em_ci"]), f"{m['f1']:.3f}", str(m["empty"]), *diffs
+            name, interval(m["em"], m["em_ci"]), f"{m['f1']:.3f}", str(m["empty"]), *diffs
         )  # fmt: skip
     console.print(table)
     for note in results.get("notes", {}).values():
@@ -157,6 +157,6 @@ def print_quality_table(intervals: dict, console: Console | None = None) -> None
     table.add_column(f"− {reference} [95% CI]", justify="right")
     for name, m in intervals.items():
         vs = m.get("vs_kd")
-        diff = _interval(vs["diff"], vs["ci"], signed=True) if vs else ""
-        table.add_row(name, _interval(m["aggregate"], m["aggregate_ci"]), diff)
+        diff = interval(vs["diff"], vs["ci"], signed=True) if vs else ""
+        table.add_row(name, interval(m["aggregate"], m["aggregate_ci"]), diff)
     console.print(table)
