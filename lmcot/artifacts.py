@@ -37,7 +37,7 @@ from pytorch_lightning.utilities import rank_zero_only
 
 from lmcot import __version__
 from lmcot.lm.fingerprint import GGUF_REF, model_fingerprint
-from lmcot.precision import model_dtype, training_precision
+from lmcot.precision import model_dtype, training_dtype, training_precision
 
 log = logging.getLogger(__name__)
 DONE = "lmcot_done.json"  # written last into an exported student: the export is complete
@@ -96,12 +96,10 @@ def model_identity(node: DictConfig) -> dict:
     return identity
 
 
-def student_identity(node: DictConfig) -> dict:
-    """A student as a training key sees it: training loads fp32 master weights whatever its
-    ``dtype`` (which is how it later generates), so the trainer's precision decides."""
-    identity = model_identity(node)
-    identity.pop("dtype", None)
-    return identity
+def student_identity(node: DictConfig, trainer: DictConfig) -> dict:
+    """A student as a training key sees it: the dtype it trains in (:func:`training_dtype`),
+    not the one it later generates in."""
+    return model_identity(node) | {"dtype": training_dtype(node, trainer)}
 
 
 def _resolve(node: DictConfig, key: str, raw: str) -> str:
@@ -271,7 +269,7 @@ def distill_artifact(cfg: DictConfig) -> Artifact:
         distill[name] = trained_prompt(distill[name])
     inputs = {
         "teacher": teacher_artifact(cfg).key,
-        "student": student_identity(cfg.student),
+        "student": student_identity(cfg.student, cfg.trainer),
         "prompt": trained_prompt(cfg.prompts.rationale),
         "distill": distill,
         "trainer": trainer_knobs(cfg),
@@ -333,9 +331,10 @@ def artifact(cfg: DictConfig, stage: str) -> Artifact:
 
 def job_key(cfg: DictConfig) -> str:
     """Identity of a whole run: its config as written (interpolations unresolved, so nothing is
-    converted or loaded), without where outputs go or how they are logged. ``results.json``
-    records it; a multirun skips a job whose results carry the same key."""
+    converted or loaded), without where outputs go, how they are logged or how memory is
+    allocated. ``results.json`` records it; a multirun skips a job whose results carry the
+    same key."""
     plain = OmegaConf.to_container(cfg, resolve=False)
-    for key in ("hydra", "paths", "logger"):
+    for key in ("hydra", "paths", "logger", "malloc_mmap_threshold"):
         plain.pop(key, None)
     return config_hash(plain)

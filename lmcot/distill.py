@@ -31,7 +31,7 @@ from lmcot.lm.base import LM
 from lmcot.lm.fingerprint import path_fingerprint
 from lmcot.lm.hf import HFModel
 from lmcot.metrics import exact_match
-from lmcot.precision import training_precision
+from lmcot.precision import training_dtype, training_precision
 from lmcot.prompts import (
     FewShotPrompt,
     PromptTooLong,
@@ -343,8 +343,9 @@ def _distill(cfg: DictConfig, art: Artifact) -> dict[str, float]:
     ids = sorted({r["id"] for r in rows})
     val_ids = set(ids[-max(1, int(len(ids) * cfg.distill.val_fraction)) :])
     prompt = instantiate(cfg.distill.prompt)
-    student: HFModel = instantiate(cfg.student, dtype="float32")  # master weights: the
-    # trainer's precision decides the compute (bf16-mixed: autocast over fp32 weights)
+    # the trainer's precision decides the compute (bf16-mixed: autocast), the student's
+    # training dtype what is held: fp32 what is trained, a LoRA student's frozen base in bf16
+    student: HFModel = instantiate(cfg.student, dtype=training_dtype(cfg.student, cfg.trainer))
     pairs = partial(training_pairs, examples=examples, prompt=prompt,
                     count_tokens=token_counter(student), objective=cfg.distill.objective,
                     answer_prompt=instantiate(cfg.distill.answer_prompt))  # fmt: skip

@@ -4,8 +4,9 @@ fp32 elsewhere.
 One top-level ``precision`` (``auto | bf16 | fp32``) feeds ``trainer.precision`` and every
 model's ``dtype``; each also takes its own library's names (``bf16-mixed``, ``float32``, ...).
 bf16 pays where matrix units compute it: CUDA devices with bf16, and CPUs with AMX or AVX-512
-bf16 (``benchmarks/precision.py`` measures it side by side). Training stays mixed: fp32 master
-weights under bf16 autocast. Inference holds bf16 weights (half the memory). The resolved
+bf16 (``benchmarks/precision.py`` measures it side by side). Training stays mixed: what is
+trained keeps fp32 weights under bf16 autocast, while a LoRA student's frozen base is held in
+bf16 (:func:`training_dtype`). Inference holds bf16 weights (half the memory). The resolved
 dtype names a model in the LM cache and in artifact keys, so a bf16 answer never serves an
 fp32 run, and ``results.json`` records what each model ran in.
 """
@@ -76,3 +77,16 @@ def trainer_precision(precision: str, accelerator: str | None = "auto") -> str:
 def training_precision(trainer) -> str:
     """The Lightning precision a ``trainer`` config node trains in."""
     return trainer_precision(trainer.get("precision", "auto"), trainer.get("accelerator"))
+
+
+def training_dtype(student, trainer) -> str:
+    """The torch dtype a ``student`` config node is loaded in to train under ``trainer``.
+
+    Under mixed precision a LoRA student's frozen base keeps its inference dtype: bf16 halves
+    the model's memory and autocast computes in bf16 either way, while PEFT keeps the adapters,
+    the only weights trained, in fp32. A fully trained student, or training in fp32, loads
+    fp32 master weights.
+    """
+    if student.get("lora") and training_precision(trainer).endswith("-mixed"):
+        return model_dtype(student.dtype, student.get("device", "auto"))
+    return "float32"

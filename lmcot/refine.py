@@ -49,7 +49,7 @@ from lmcot.lm.base import LM, GenerationParams
 from lmcot.lm.hf import HFModel
 from lmcot.lm.sampling import seeded
 from lmcot.metrics import exact_match
-from lmcot.precision import training_precision
+from lmcot.precision import training_dtype, training_precision
 from lmcot.prompts import FewShotPrompt, extract_answer, fit_prompts, token_counter
 from lmcot.rewards.registry import RewardRegistry, RewardScores
 
@@ -588,9 +588,11 @@ def _refine(cfg: DictConfig, art: artifacts.Artifact, kd: Path) -> dict[str, flo
             f"refine.val_size={r.val_size} leaves no training questions of {len(examples)}"
         )
     train_examples, val_examples = examples[: -r.val_size], examples[-r.val_size :]
-    # master weights in fp32, as in distillation: the trainer's precision decides the compute
-    student: HFModel = instantiate(cfg.student, name_or_path=str(kd), tokenizer=None,
-                                   model_config=None, cache=None, dtype="float32")  # fmt: skip
+    # held as in distillation (lmcot.precision.training_dtype), computed in the trainer's precision
+    student: HFModel = instantiate(
+        cfg.student, name_or_path=str(kd), tokenizer=None, model_config=None, cache=None,
+        dtype=training_dtype(cfg.student, cfg.trainer),
+    )  # fmt: skip
     reader = instantiate(cfg.reader)
     module = RefineModule(
         student,

@@ -17,6 +17,7 @@ from pytorch_lightning import seed_everything
 from rich.markup import escape
 from rich.table import Table
 
+from lmcot import memory
 from lmcot.artifacts import is_rank_zero, job_key, write_atomic
 from lmcot.console import console
 from lmcot.results import logged_metrics
@@ -60,6 +61,7 @@ def task_wrapper(task):
     @functools.wraps(task)
     def wrapped(cfg: DictConfig):
         seed_everything(cfg.seed, workers=True, verbose=False)
+        memory.set_mmap_threshold(cfg.get("malloc_mmap_threshold"))
         out = Path(cfg.paths.output_dir)
         multirun, key = _multirun(), job_key(cfg)  # the key of the config as launched
         try:

@@ -2,6 +2,8 @@
 cache entry or one artifact."""
 
 import pytest
+import torch
+from hydra.utils import instantiate
 
 from lmcot import precision
 from lmcot.artifacts import artifact
@@ -54,3 +56,33 @@ def test_precision_is_in_the_training_keys_as_it_resolves(cpu, cfg_factory):
     # the student's dtype is how it generates later, not how it trains: no retraining
     same = cfg_factory(*TINY, "+student.dtype=bf16", config_name="train")
     assert artifact(same, "distill").key == fp32[0]
+
+
+def test_a_lora_student_trains_over_its_base_in_bf16_and_a_full_one_in_fp32(cpu, cfg_factory):
+    cpu(AMX)
+    lora = cfg_factory("student=smollm2_lora", config_name="train")
+    assert precision.training_dtype(lora.student, lora.trainer) == "bfloat16"
+    full = cfg_factory("student=tiny_llama", config_name="train")
+    assert precision.training_dtype(full.student, full.trainer) == "float32"
+    fp32 = cfg_factory("student=smollm2_lora", "precision=fp32", config_name="train")
+    assert precision.training_dtype(fp32.student, fp32.trainer) == "float32"
+    # the dtype it trains in names the KD student: bf16 and fp32 bases never share one
+    held_fp32 = cfg_factory("student=smollm2_lora", "trainer.precision=bf16-mixed",
+                            "student.dtype=fp32", config_name="train")  # fmt: skip
+    assert artifact(held_fp32, "distill").key != artifact(lora, "distill").key
+
+
+def test_under_autocast_only_the_fp32_adapters_learn_over_the_bf16_base(cfg_factory):
+    lora = "+student.lora={r: 4, target_modules: [q_proj, v_proj], task_type: CAUSAL_LM}"
+    cfg = cfg_factory("student=tiny_llama", lora, config_name="train")
+    model = instantiate(cfg.student, dtype="bfloat16").model
+    trained = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    assert trained and all("lora_" in n and p.dtype == torch.float32 for n, p in trained.items())
+    assert {p.dtype for p in model.parameters() if not p.requires_grad} == {torch.bfloat16}
+    ids = torch.tensor([[5, 6, 7, 8]])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = model(input_ids=ids, labels=ids).loss
+    loss.backward()
+    grads = [p.grad for p in trained.values()]
+    assert all(g is not None and g.dtype == torch.float32 and g.isfinite().all() for g in grads)
+    assert any(g.abs().sum() > 0 for g in grads)

@@ -405,13 +405,14 @@ class CausalLM(HFModel):
             mask = torch.cat(
                 [seen, torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in suffixes])], 1
             )
-            logits = self._extend(cache, ids, mask, logits=True).logits
-            logp = logits.float().log_softmax(-1)  # (B, T, V)
+            logits = self._extend(cache, ids, mask, logits=True).logits  # (B, T, V)
             for b, i in enumerate(idx):
-                # the token at position t is predicted by the logits at t - 1
+                # the token at position t is predicted by the logits at t - 1; one row's
+                # continuation at a time in fp32: a whole batch's (B, T, V) fp32 copies cost
+                # 0.5 GB at the reader's batch of 16
                 at = torch.arange(len(contexts[i]), len(rows[i])) - starts[b]
-                picked = logp[b, at - 1].gather(-1, ids[b, at, None].to(self.device))
-                scores[i] = picked.sum().item()
+                logp = logits[b, at - 1].float().log_softmax(-1)
+                scores[i] = logp.gather(-1, ids[b, at, None].to(self.device)).sum().item()
         return scores
 
 
