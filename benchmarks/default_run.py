@@ -143,11 +143,11 @@ def main() -> None:
     stage_ends: dict[str, float] = {}
     # bf16 is probed only where the CPU has bf16 matrix instructions: elsewhere torch computes it
     # in a reference kernel (a 2048^3 product ran for minutes on an AVX2-only EPYC)
-    probed = [("fp32", torch.float32)]
-    if bf16_supported("cpu"):
-        probed.insert(0, ("bf16", torch.bfloat16))
-    peaks = {name: matmul_peak(dtype) for name, dtype in probed}
-    fastest = next(iter(peaks))
+    dtypes = {"bf16": torch.bfloat16, "fp32": torch.float32}
+    if not bf16_supported("cpu"):
+        del dtypes["bf16"]
+    peaks = {name: matmul_peak(dtype) for name, dtype in dtypes.items()}
+    fastest = max(peaks, key=peaks.get)
     rss = PeakRss()
     rss.start()
     flops = ModelFlops(rss)
