@@ -173,7 +173,9 @@ def main() -> None:
     # Hydra finds conf/ beside the script only for a task function of module __main__, as when
     # train.py is run as a script; imported here it would look for a module named `conf`
     train.main.__wrapped__.__module__ = "__main__"
-    run_dir = tmp / "run"
+    # the run's directory: a temporary one unless an override names it (results.json is read there)
+    named = [a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("hydra.run.dir=")]
+    run_dir = Path(named[-1]) if named else tmp / "run"
     sys.argv = ["train.py", f"hydra.run.dir={run_dir}", *sys.argv[1:]]
     start = time.perf_counter()
     try:
