@@ -120,17 +120,21 @@ def matmul_peak(dtype: torch.dtype, size: int = 2048, repeats: int = 5) -> float
 
 
 class MethodClock(logging.Handler):
-    """Records when each "method <name> on <n> examples" log record arrives."""
+    """Records when each "method <name> on <n> examples" log record arrives, and where the
+    evaluation wrote its results (whatever override chose the directory)."""
 
     def __init__(self, rss: PeakRss):
         super().__init__(logging.INFO)
         self.starts: list[tuple[str, float]] = []
         self.rss = rss
+        self.results: Path | None = None
 
     def emit(self, record: logging.LogRecord) -> None:
         if record.name == "lmcot.evaluate" and record.msg.startswith("method %s on"):
             self.starts.append((record.args[0], time.perf_counter()))
             self.rss.method = record.args[0]
+        elif record.name == "lmcot.evaluate" and record.msg == "wrote %s":
+            self.results = Path(record.args[0])
 
 
 def main() -> None:
@@ -173,10 +177,7 @@ def main() -> None:
     # Hydra finds conf/ beside the script only for a task function of module __main__, as when
     # train.py is run as a script; imported here it would look for a module named `conf`
     train.main.__wrapped__.__module__ = "__main__"
-    # the run's directory: a temporary one unless an override names it (results.json is read there)
-    named = [a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("hydra.run.dir=")]
-    run_dir = Path(named[-1]) if named else tmp / "run"
-    sys.argv = ["train.py", f"hydra.run.dir={run_dir}", *sys.argv[1:]]
+    sys.argv = ["train.py", f"hydra.run.dir={tmp / 'run'}", *sys.argv[1:]]
     start = time.perf_counter()
     try:
         train.main()
@@ -203,8 +204,7 @@ def main() -> None:
     for name, seconds in stage_seconds.items():
         print(f"{name:<28}{seconds:>8.0f}{gb.get(name, ''):>14}{compute(name, seconds)}")
     print(f"{'start-up and the rest':<28}{total - sum(stage_seconds.values()):>8.0f}")
-    results_path = run_dir / "results.json"
-    results = json.loads(results_path.read_text()) if results_path.exists() else {}
+    results = json.loads(clock.results.read_text()) if clock.results else {}
     methods = results.get("methods", {})
     ends = [t for _, t in clock.starts[1:]] + [stage_ends.get("evaluate", time.perf_counter())]
     print(f"\n{'method':<28}{'EM':>8}{'F1':>8}{header}   n={results.get('n')}")
