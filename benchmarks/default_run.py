@@ -36,12 +36,14 @@ REPO = Path(__file__).resolve().parents[1]
 
 class PeakRss(threading.Thread):
     """The peak resident memory of the running stage and of the method being evaluated,
-    sampled: says where the memory goes, where ``ru_maxrss`` says only how much at most."""
+    sampled: says where the memory goes, where ``ru_maxrss`` says only how much at most.
+    ``phase`` is the last lmcot log line (:class:`Phase`); ``where`` holds it at each peak."""
 
     def __init__(self):
         super().__init__(daemon=True)
-        self.stage, self.method = "start-up", None
+        self.stage, self.method, self.phase = "start-up", None, ""
         self.peaks: dict[str, int] = defaultdict(int)
+        self.where: dict[str, str] = {}
 
     def run(self) -> None:
         page = os.sysconf("SC_PAGE_SIZE")
@@ -49,7 +51,8 @@ class PeakRss(threading.Thread):
             with open("/proc/self/statm") as f:
                 rss = int(f.read().split()[1]) * page
             for label in filter(None, (self.stage, self.method)):
-                self.peaks[label] = max(self.peaks[label], rss)
+                if rss > self.peaks[label]:
+                    self.peaks[label], self.where[label] = rss, self.phase
             time.sleep(0.2)
 
 
@@ -119,6 +122,18 @@ def matmul_peak(dtype: torch.dtype, size: int = 2048, repeats: int = 5) -> float
     return 2 * size**3 / best / 1e9
 
 
+class Phase(logging.Handler):
+    """Keeps the last lmcot log line (a progress line, a "loading ..."), so a stage's peak
+    says what was running when it was reached."""
+
+    def __init__(self, rss: PeakRss):
+        super().__init__(logging.INFO)
+        self.rss = rss
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.rss.phase = f"{record.name}: {record.getMessage()}"[:100]
+
+
 class MethodClock(logging.Handler):
     """Records when each "method <name> on <n> examples" log record arrives, and where the
     evaluation wrote its results (whatever override chose the directory)."""
@@ -173,6 +188,7 @@ def main() -> None:
         train.STAGES[name] = timed(name, run)
     clock = MethodClock(rss)
     logging.getLogger("lmcot.evaluate").addHandler(clock)
+    logging.getLogger("lmcot").addHandler(Phase(rss))
 
     # Hydra finds conf/ beside the script only for a task function of module __main__, as when
     # train.py is run as a script; imported here it would look for a module named `conf`
@@ -204,6 +220,9 @@ def main() -> None:
     for name, seconds in stage_seconds.items():
         print(f"{name:<28}{seconds:>8.0f}{gb.get(name, ''):>14}{compute(name, seconds)}")
     print(f"{'start-up and the rest':<28}{total - sum(stage_seconds.values()):>8.0f}")
+    print("\neach stage's peak RSS came after the log line")
+    for name in stage_seconds:
+        print(f"{name:<28}{rss.where.get(name, '')}")
     results = json.loads(clock.results.read_text()) if clock.results else {}
     methods = results.get("methods", {})
     ends = [t for _, t in clock.starts[1:]] + [stage_ends.get("evaluate", time.perf_counter())]
