@@ -265,6 +265,7 @@ def distill_artifact(cfg: DictConfig) -> Artifact:
     knobs that change weights."""
     distill = OmegaConf.to_container(cfg.distill, resolve=True)
     distill.pop("val_em_limit", None)  # a logged metric; checkpoints are chosen on val/loss
+    distill.pop("activation_checkpointing", None)  # memory: the same gradients (lmcot.memory)
     for name in ("prompt", "answer_prompt"):
         distill[name] = trained_prompt(distill[name])
     inputs = {
@@ -284,6 +285,7 @@ def refine_artifact(cfg: DictConfig) -> Artifact:
     the validation EM (which picks the exported checkpoint)."""
     refine = OmegaConf.to_container(cfg.refine, resolve=True)
     refine.pop("log_table_every", None)  # how often samples are logged
+    refine.pop("activation_checkpointing", None)  # memory: the same gradients (lmcot.memory)
     inputs = {
         "distill": distill_artifact(cfg).key,
         "refine": refine,

@@ -24,7 +24,7 @@ from omegaconf import DictConfig
 from pytorch_lightning.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader
 
-from lmcot import loggers
+from lmcot import loggers, memory
 from lmcot.artifacts import DONE, Artifact, artifact, wait_for_rank_zero
 from lmcot.data.example import Example
 from lmcot.lm.base import LM
@@ -146,7 +146,7 @@ def causal_lm_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     # the column before the first target predicts it
     keep = min(labels.shape[1], labels.shape[1] - first + 1)
     inputs = {k: v for k, v in batch.items() if k != "labels"}
-    logits = model(**inputs, logits_to_keep=keep).logits[:, :-1]
+    logits = model(**inputs, logits_to_keep=keep, use_cache=False).logits[:, :-1]
     return torch.nn.functional.cross_entropy(
         logits.float().flatten(0, 1), labels[:, labels.shape[1] - keep + 1 :].flatten(),
         ignore_index=IGNORE,
@@ -191,6 +191,8 @@ class DistillModule(pl.LightningModule):
         rationale_prompt: the student's input prompt.
         answer_prompt: the reader's LM-guided prompt.
         val_examples: held-out questions for validation EM.
+        activation_checkpointing: recompute each layer's activations in the backward pass
+            (:func:`lmcot.memory.checkpoint_layers`: less memory, the same gradients).
     """
 
     def __init__(
@@ -202,11 +204,14 @@ class DistillModule(pl.LightningModule):
         rationale_prompt: FewShotPrompt | None = None,
         answer_prompt: FewShotPrompt | None = None,
         val_examples: list[Example] | None = None,
+        activation_checkpointing: bool = False,
     ):
         super().__init__()
         self.student, self.reader = student, reader
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.model = student.model.train()  # a submodule: Lightning moves and saves it
+        if activation_checkpointing:
+            memory.checkpoint_layers(self.model)
         self.rationale_prompt, self.answer_prompt = rationale_prompt, answer_prompt
         self.val_examples = val_examples or []
         self.lora = bool(student.lora)
@@ -364,6 +369,7 @@ def _distill(cfg: DictConfig, art: Artifact) -> dict[str, float]:
         rationale_prompt=prompt,
         answer_prompt=instantiate(cfg.prompts.guided),
         val_examples=val_examples,
+        activation_checkpointing=cfg.distill.activation_checkpointing,
     )
     checkpoints = ModelCheckpoint(dirpath=out / "checkpoints", filename="best",
                                   monitor="val/loss", save_last=True)  # fmt: skip

@@ -1,4 +1,5 @@
-"""Give memory back to the operating system between stages and between students.
+"""Give memory back to the operating system between stages and between students, and hold
+less while training.
 
 A stage's models and activations are garbage once it returns, but CPython and glibc keep what
 they freed: reference cycles (Lightning's trainer and module point at each other) wait for the
@@ -45,6 +46,31 @@ def set_mmap_threshold(nbytes: int | None) -> bool:
     if nbytes is None or mallopt is None:
         return False
     return bool(mallopt(M_MMAP_THRESHOLD, int(nbytes)))
+
+
+def checkpoint_layers(model) -> None:
+    """Recompute each transformer layer's activations in the backward pass instead of holding
+    them (transformers' activation checkpointing, non-reentrant).
+
+    A training forward then holds the layers' outputs and one layer's activations at a time,
+    not every layer's: a SmolLM2-135M forward of 4 x 432 tokens (a refine step, a distillation
+    micro-batch) holds 1.4 GB of activations in bf16 otherwise. The cost is one more forward per
+    backward; the gradients are the same, bit for bit (tests/test_memory.py), so it is a memory
+    setting, not part of any artifact's key. transformers recomputes a layer only while the
+    layer is in training mode: for a model held in eval mode (refine: no dropout) call
+    :func:`recompute_in_eval` after each ``eval()``.
+    """
+    model.activation_checkpointing_enable({"use_reentrant": False})
+
+
+def recompute_in_eval(model) -> None:
+    """Mark the checkpointed layers alone as training, so a model in eval mode still recomputes
+    them; their submodules (attention, dropout) stay in eval mode."""
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    for module in model.modules():
+        if isinstance(module, GradientCheckpointingLayer) and module.gradient_checkpointing:
+            module.training = True
 
 
 def release() -> None:

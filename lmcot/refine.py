@@ -42,7 +42,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from torch import nn
 from torch.utils.data import DataLoader
 
-from lmcot import artifacts, loggers, rl
+from lmcot import artifacts, loggers, memory, rl
 from lmcot.data.example import Example
 from lmcot.distill import check_trained_keys, export_best
 from lmcot.lm.base import LM, GenerationParams
@@ -259,6 +259,8 @@ class RefineModule(pl.LightningModule):
         rollouts: what each step samples (:class:`Rollouts`); seed: seeds each step's draws.
         kl_limit, max_grad_norm: see the module doc.
         log_table_every: log a table of sample rationales every this many steps (0: never).
+        activation_checkpointing: recompute each layer's activations in the backward pass
+            (:func:`lmcot.memory.checkpoint_layers`: less memory, the same gradients).
     """
 
     def __init__(
@@ -277,6 +279,7 @@ class RefineModule(pl.LightningModule):
         kl_limit: float = 50.0,
         max_grad_norm: float = 1.0,
         log_table_every: int = 10,
+        activation_checkpointing: bool = False,
     ):
         super().__init__()
         self.automatic_optimization = False
@@ -294,6 +297,9 @@ class RefineModule(pl.LightningModule):
         self.kl_limit, self.max_grad_norm = kl_limit, max_grad_norm
         self.log_table_every = log_table_every
         self.model = student.model.eval()  # a submodule: Lightning moves and saves it
+        self.activation_checkpointing = activation_checkpointing
+        if activation_checkpointing:
+            memory.checkpoint_layers(self.model)
         self.encoder_decoder = self.model.config.is_encoder_decoder
         self.lora = bool(student.lora)
         self.reference = None
@@ -321,6 +327,7 @@ class RefineModule(pl.LightningModule):
                 attention_mask=batch.prompt_mask,
                 decoder_input_ids=torch.cat([start, batch.completion_ids[:, :-1]], 1),
                 output_hidden_states=values,
+                use_cache=False,
             )
             return out.logits, out.decoder_hidden_states[-1] if values else None
         ids = torch.cat([batch.prompt_ids, batch.completion_ids], 1)
@@ -328,7 +335,7 @@ class RefineModule(pl.LightningModule):
         positions = (attention.cumsum(1) - 1).clamp(min=0)  # prompts are left-padded
         keep = batch.completion_ids.shape[1] + 1  # no logits over the (long) prompt
         out = model(input_ids=ids, attention_mask=attention, position_ids=positions,
-                    output_hidden_states=values, logits_to_keep=keep)  # fmt: skip
+                    output_hidden_states=values, logits_to_keep=keep, use_cache=False)  # fmt: skip
         hidden = out.hidden_states[-1][:, -keep:-1] if values else None
         return out.logits[:, :-1], hidden  # position t predicts token t + 1
 
@@ -364,6 +371,8 @@ class RefineModule(pl.LightningModule):
 
     def training_step(self, _batch, batch_idx: int) -> None:
         self.model.eval()  # Lightning switches to train mode each epoch; dropout stays off
+        if self.activation_checkpointing:
+            memory.recompute_in_eval(self.model)
         rank = self.trainer.global_rank
         # the step's samples and minibatch shuffles, without moving the global RNG
         with seeded(self.seed * 1_000_003 + self.rl_step * 1_009 + rank, self.device):
@@ -611,6 +620,7 @@ def _refine(cfg: DictConfig, art: artifacts.Artifact, kd: Path) -> dict[str, flo
         kl_limit=r.kl_limit,
         max_grad_norm=r.max_grad_norm,
         log_table_every=r.log_table_every,
+        activation_checkpointing=r.activation_checkpointing,
     )
     best = ModelCheckpoint(dirpath=out / "checkpoints", filename="best", monitor="val/em",
                            mode="max")  # fmt: skip

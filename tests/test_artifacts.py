@@ -188,7 +188,9 @@ def test_generation_settings_key_only_the_stages_that_generate(cfg_factory):
     base = cfg_factory(*TINY, config_name="train")
     distill, refine = artifact(base, "distill").key, artifact(base, "refine").key
     for same in ["prompts.rationale.generation.max_new_tokens=99", "refine.log_table_every=0",
-                 "prompts.answer_task.generation.max_new_tokens=3"]:  # fmt: skip
+                 "prompts.answer_task.generation.max_new_tokens=3",
+                 "distill.activation_checkpointing=false",  # memory: the same gradients
+                 "refine.activation_checkpointing=false"]:  # fmt: skip
         cfg = cfg_factory(*TINY, same, config_name="train")
         assert (artifact(cfg, "distill").key, artifact(cfg, "refine").key) == (distill, refine)
     stop = cfg_factory(*TINY, "prompts.rationale.generation.stop=[.]", config_name="train")

@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from lmcot import memory
 
@@ -85,3 +86,57 @@ def test_every_task_fixes_the_threshold_and_no_job_is_named_by_it(cfg_factory, m
     tasks.task_wrapper(lambda cfg: {})(off)
     assert calls == [cfg.malloc_mmap_threshold, None] and cfg.malloc_mmap_threshold > 0
     assert job_key(off) == job_key(cfg)  # how memory is allocated changes no result
+
+
+def lora_grads(checkpointed: bool, eval_mode: bool, bf16: bool):
+    """LoRA gradients of one forward and backward of a tiny Llama, and the bytes autograd
+    saved for the backward."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=3,
+                         num_attention_heads=4, num_key_value_heads=2)  # fmt: skip
+    model = get_peft_model(LlamaForCausalLM(config), LoraConfig(r=4, target_modules=["q_proj"]))
+    if checkpointed:
+        memory.checkpoint_layers(model)
+    model.train(not eval_mode)
+    if checkpointed and eval_mode:
+        memory.recompute_in_eval(model)
+    ids = torch.randint(0, 64, (2, 12), generator=torch.Generator().manual_seed(1))
+    saved = []
+    with (torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.nbytes) or t,
+                                                   lambda t: t),
+          torch.autocast("cpu", torch.bfloat16, enabled=bf16)):  # fmt: skip
+        loss = model(input_ids=ids, labels=ids, use_cache=False).loss
+    loss.backward()
+    grads = {n: p.grad for n, p in model.named_parameters() if p.requires_grad}
+    return grads, sum(saved)
+
+
+@pytest.mark.parametrize("bf16", [False, True], ids=["fp32", "bf16-autocast"])
+@pytest.mark.parametrize("eval_mode", [False, True], ids=["train", "eval"])
+def test_checkpointed_layers_give_the_same_gradients_holding_less(bf16, eval_mode):
+    plain, plain_saved = lora_grads(False, eval_mode, bf16)
+    checkpointed, saved = lora_grads(True, eval_mode, bf16)
+    assert plain.keys() == checkpointed.keys() and plain
+    assert all(torch.equal(plain[k], checkpointed[k]) for k in plain)
+    assert saved < plain_saved / 3, (saved, plain_saved)
+
+
+def test_a_model_in_eval_mode_recomputes_only_with_its_layers_marked():
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2,
+                         attention_dropout=0.5)  # fmt: skip
+    model = get_peft_model(LlamaForCausalLM(config), LoraConfig(r=4, target_modules=["q_proj"]))
+    memory.checkpoint_layers(model)
+    model.eval()
+    layers = model.base_model.model.model.layers
+    assert not any(layer.training for layer in layers)  # eval() alone: nothing is recomputed
+    memory.recompute_in_eval(model)
+    assert all(layer.training for layer in layers)
+    # what the layers hold (attention with its dropout) stays in eval mode
+    assert not any(m.training for layer in layers for m in layer.modules() if m is not layer)
