@@ -297,7 +297,6 @@ class RefineModule(pl.LightningModule):
         self.kl_limit, self.max_grad_norm = kl_limit, max_grad_norm
         self.log_table_every = log_table_every
         self.model = student.model.eval()  # a submodule: Lightning moves and saves it
-        self.activation_checkpointing = activation_checkpointing
         if activation_checkpointing:
             memory.checkpoint_layers(self.model)
         self.encoder_decoder = self.model.config.is_encoder_decoder
@@ -371,8 +370,7 @@ class RefineModule(pl.LightningModule):
 
     def training_step(self, _batch, batch_idx: int) -> None:
         self.model.eval()  # Lightning switches to train mode each epoch; dropout stays off
-        if self.activation_checkpointing:
-            memory.recompute_in_eval(self.model)
+        memory.recompute_in_eval(self.model)  # marks checkpointed layers only: none when off
         rank = self.trainer.global_rank
         # the step's samples and minibatch shuffles, without moving the global RNG
         with seeded(self.seed * 1_000_003 + self.rl_step * 1_009 + rank, self.device):

@@ -88,16 +88,22 @@ def test_every_task_fixes_the_threshold_and_no_job_is_named_by_it(cfg_factory, m
     assert job_key(off) == job_key(cfg)  # how memory is allocated changes no result
 
 
-def lora_grads(checkpointed: bool, eval_mode: bool, bf16: bool):
-    """LoRA gradients of one forward and backward of a tiny Llama, and the bytes autograd
-    saved for the backward."""
+def tiny_lora_llama(**config):
+    """A tiny Llama with LoRA adapters on q_proj (``config``: LlamaConfig overrides)."""
     from peft import LoraConfig, get_peft_model
     from transformers import LlamaConfig, LlamaForCausalLM
 
+    config = LlamaConfig(**{"vocab_size": 64, "hidden_size": 32, "intermediate_size": 64,
+                            "num_hidden_layers": 3, "num_attention_heads": 4,
+                            "num_key_value_heads": 2, **config})  # fmt: skip
+    return get_peft_model(LlamaForCausalLM(config), LoraConfig(r=4, target_modules=["q_proj"]))
+
+
+def lora_grads(checkpointed: bool, eval_mode: bool, bf16: bool):
+    """LoRA gradients of one forward and backward of a tiny Llama, and the bytes autograd
+    saved for the backward."""
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=3,
-                         num_attention_heads=4, num_key_value_heads=2)  # fmt: skip
-    model = get_peft_model(LlamaForCausalLM(config), LoraConfig(r=4, target_modules=["q_proj"]))
+    model = tiny_lora_llama()
     if checkpointed:
         memory.checkpoint_layers(model)
     model.train(not eval_mode)
@@ -125,13 +131,7 @@ def test_checkpointed_layers_give_the_same_gradients_holding_less(bf16, eval_mod
 
 
 def test_a_model_in_eval_mode_recomputes_only_with_its_layers_marked():
-    from peft import LoraConfig, get_peft_model
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2,
-                         attention_dropout=0.5)  # fmt: skip
-    model = get_peft_model(LlamaForCausalLM(config), LoraConfig(r=4, target_modules=["q_proj"]))
+    model = tiny_lora_llama(num_hidden_layers=2, attention_dropout=0.5)
     memory.checkpoint_layers(model)
     model.eval()
     layers = model.base_model.model.model.layers
