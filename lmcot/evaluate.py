@@ -100,6 +100,16 @@ def run_precision(cfg: DictConfig, reader: LM) -> dict[str, str]:
     return out
 
 
+def eval_split(data: DictConfig) -> str | None:
+    """Where the evaluated questions came from: ``data.path`` as given when the data is a local
+    file, else the split the loader drew (``validation``, ``dev``, ``test``, ...); None for a
+    loader with neither."""
+    if data.get("path"):
+        return str(data.path)
+    split = data.get("split")
+    return None if split is None else str(split)
+
+
 def rationale_quality(cfg: DictConfig, reader: LM, examples: list, predictions: list) -> tuple:
     """Mean of every ``quality`` aspect per method that wrote rationales, and per-row scores.
 
@@ -157,6 +167,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     summary = {
         "n": len(examples),
         "data": cfg.data._target_.rsplit(".", 2)[-2],
+        "split": eval_split(cfg.data),
+        "seed": cfg.seed,
         "reader": reader.cache_id,
         "prompt_version": cfg.prompts.version,
         "reader_calls": reader.backend_calls,

@@ -1,12 +1,14 @@
 """What a run leaves behind: ``results.json``, ``predictions.jsonl`` and a table on screen.
 
 ``results.json`` has a stable core (DESIGN.md §4): ``n`` and ``methods.<name>.em|f1|n``;
-``report`` gathers these files across a multirun. Beside the core each method carries
-``em_ci`` (percentile bootstrap 95% interval), ``empty`` (answers that normalise to nothing: a
-formatting failure of the reader, otherwise silent), ``vs_standard`` and ``vs_kd`` (paired
-difference of EM to standard prompting and to the KD student's greedy method over the same
-questions, with its interval), so that no ordering is read off numbers that the data does not
-separate. With ``evaluate.rationale_quality`` the same holds for rationale quality: per-row
+``report`` gathers these files across a multirun. Beside ``n`` it says what was evaluated:
+``data`` (the loader), ``split`` (the split the questions came from, or ``data.path`` as given
+for a local file), ``seed`` (the run's one seed) and ``reader``. Beside the core each method
+carries ``em_ci`` (percentile bootstrap 95% interval), ``empty`` (answers that normalise to
+nothing: a formatting failure of the reader, otherwise silent), ``vs_standard`` and ``vs_kd``
+(paired difference of EM to standard prompting and to the KD student's greedy method over the
+same questions, with its interval), so that no ordering is read off numbers that the data does
+not separate. With ``evaluate.rationale_quality`` the same holds for rationale quality: per-row
 scores go to ``quality.jsonl``, and ``quality_intervals.<method>`` carries the interval of the
 aggregate quality and its paired difference to the KD student's (``quality.<method>`` keeps the
 means).
@@ -125,7 +127,9 @@ def interval(value: float, ci: list[float], signed: bool = False) -> str:
 def print_table(results: dict, console: Console | None = None) -> None:
     """Print EM with its 95% interval, F1, empty answers and the paired difference to standard."""
     console = console or wide_console()
-    table = Table(title=f"{results['data']} · n={results['n']} · reader {results['reader']}")
+    data = results["data"] + (f" ({results['split']})" if results.get("split") else "")
+    seed = f" · seed {results['seed']}" if "seed" in results else ""
+    table = Table(title=f"{data} · n={results['n']}{seed} · reader {results['reader']}")
     table.add_column("method")
     table.add_column("EM [95% CI]", justify="right")
     table.add_column("F1", justify="right")

@@ -114,3 +114,57 @@ def test_tables_written_to_a_log_keep_each_row_on_one_line(capsys):
         assert f"{em['em']:.3f} [{em['em_ci'][0]:.3f}, {em['em_ci'][1]:.3f}]" in row, row
         if "vs_kd" in em:
             assert f"{em['vs_kd']['diff']:+.3f} [" in row and "]" in row.split("[")[-1], row
+
+
+@pytest.mark.parametrize("case", ["dev", "path"])
+def test_results_json_says_which_split_and_seed_its_questions_came_from(cfg_factory, case):
+    """Beside ``data`` and ``n``: the split evaluated (or the file given as data.path) and the
+    seed; the stable core is unchanged."""
+    import json
+
+    from conftest import HOTPOT_SAMPLE
+
+    from lmcot.evaluate import evaluate
+
+    overrides = {
+        "dev": ["data.split=dev", "seed=3"],
+        "path": ["data=hotpotqa", f"data.path={HOTPOT_SAMPLE}"],
+    }[case]
+    cfg = cfg_factory("debug=smoke", "data.limit=2", "~methods.cot", *overrides)
+    evaluate(cfg)
+    results = json.loads(open(f"{cfg.paths.output_dir}/results.json").read())
+    ids = [json.loads(line)["id"] for line in open(f"{cfg.paths.output_dir}/predictions.jsonl")]
+    if case == "dev":
+        assert (results["data"], results["split"], results["seed"]) == ("synthetic", "dev", 3)
+        assert all(i.startswith("syn-dev-") for i in ids)  # the split recorded is the one asked
+    else:
+        assert (results["data"], results["split"], results["seed"]) == (
+            "hotpotqa", str(HOTPOT_SAMPLE), 0
+        )  # fmt: skip
+        assert ids == [row["_id"] for row in json.loads(HOTPOT_SAMPLE.read_text())[:2]]
+    assert results["n"] == 2 and list(results["methods"]) == ["standard"]
+    assert {"em", "f1", "n"} <= set(results["methods"]["standard"])
+
+
+def test_the_split_of_each_data_config():
+    from omegaconf import OmegaConf
+
+    from lmcot.evaluate import eval_split
+
+    def split(**data):
+        return eval_split(OmegaConf.create({"_target_": "x.y.load", **data}))
+
+    assert split(split="validation", num_examples=4) == "validation"  # synthetic, the default
+    assert split(path=None, split="test") == "test"  # a hub split
+    assert split(path="dev.json", split="validation") == "dev.json"  # a file: the split is moot
+    assert split(n=6) is None  # a loader with neither
+
+
+def test_the_table_title_names_split_and_seed(capsys):
+    summary = summarize(rows("standard", [1, 0]), num_resamples=50)
+    print_table({"data": "synthetic", "split": "dev", "seed": 3, "n": 2, "reader": "tiny",
+                 "methods": summary})  # fmt: skip
+    print_table({"data": "synthetic", "n": 2, "reader": "tiny", "methods": summary})  # older
+    out = capsys.readouterr().out
+    assert "synthetic (dev) · n=2 · seed 3 · reader tiny" in out
+    assert "synthetic · n=2 · reader tiny" in out
