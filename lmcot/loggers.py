@@ -23,16 +23,28 @@ from lmcot.progress import on_terminal, progress
 log = logging.getLogger(__name__)
 
 
-def wandb_logger(tags: list[str] | tuple = (), **kwargs) -> WandbLogger:
+def wandb_logger(tags: list[str] | tuple = (), quiet: bool = True, **kwargs) -> WandbLogger:
     """A ``WandbLogger`` that stays offline unless the environment asks for online.
 
     Online needs ``WANDB_MODE=online`` or an API key in ``WANDB_API_KEY``; the key is read by
     wandb from the environment and never passes through our config. The run is tagged with
     the config's group choices (``student=flan_t5_large``, ...), so W&B's UI filters by them.
+    ``quiet``: wandb's own switch for its non-essential output (version banner, the history and
+    summary panel at the end); where the run's files go, and its warnings, still show.
     """
     if "WANDB_MODE" not in os.environ and "WANDB_API_KEY" not in os.environ:
-        os.environ["WANDB_MODE"] = "offline"
-    return WandbLogger(tags=[*tags, *choice_tags()], **kwargs)
+        # wandb's argument, not the environment variable: with WANDB_MODE=offline in the
+        # environment, importing transformers' integrations prints "Running in WANDB offline mode"
+        kwargs.setdefault("mode", "offline")
+    if quiet:
+        kwargs.setdefault("settings", {"quiet": True})
+    logger = WandbLogger(tags=[*tags, *choice_tags()], **kwargs)
+    # Lightning passes anonymous=None to wandb.init, which wandb warns is a setting without
+    # effect; left out, wandb.init gets what it would get from a plain call
+    init = getattr(logger, "_wandb_init", {})
+    if "anonymous" in init and init["anonymous"] is None:
+        del init["anonymous"]
+    return logger
 
 
 def choice_tags() -> list[str]:

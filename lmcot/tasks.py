@@ -20,6 +20,7 @@ from rich.table import Table
 from lmcot import memory
 from lmcot.artifacts import is_rank_zero, job_key, write_atomic
 from lmcot.console import console
+from lmcot.quiet import quiet_libraries
 from lmcot.results import logged_metrics
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,8 @@ def _stamp(results: Path, key: str) -> None:
 
 
 def task_wrapper(task):
-    """Seed from ``cfg.seed``, run ``task(cfg)``, log any exception, always print the output dir.
+    """Seed from ``cfg.seed``, run ``task(cfg)``, log any exception, always print the output dir;
+    library noise is filtered first (:mod:`lmcot.quiet`).
 
     In a multirun, a job whose ``results.json`` holds the same job key is skipped (re-running a
     sweep command redoes only missing or failed jobs), and a failing job writes its traceback
@@ -60,6 +62,7 @@ def task_wrapper(task):
 
     @functools.wraps(task)
     def wrapped(cfg: DictConfig):
+        quiet_libraries()  # after Hydra's logging setup, before any library speaks
         seed_everything(cfg.seed, workers=True, verbose=False)
         memory.set_mmap_threshold(cfg.get("malloc_mmap_threshold"))
         out = Path(cfg.paths.output_dir)
