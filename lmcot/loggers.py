@@ -9,6 +9,7 @@ training; the evaluation stage calls them directly through ``log_safely``.
 import logging
 import math
 import os
+import sys
 
 import pytorch_lightning as pl
 from hydra.core.hydra_config import HydraConfig
@@ -73,6 +74,7 @@ def instantiate_loggers(cfg: DictConfig | None, stage: str | None = None) -> lis
 
     ``stage`` fills the ``job_type`` of loggers that have one (W&B: one run per stage of a job).
     """
+    finish_open_wandb_run()
     loggers = []
     for name, node in (cfg or {}).items():
         try:
@@ -81,6 +83,18 @@ def instantiate_loggers(cfg: DictConfig | None, stage: str | None = None) -> lis
         except Exception as e:  # a logger is never worth losing a run for
             log.warning("logger %s could not start and is skipped: %s", name, e)
     return loggers
+
+
+def finish_open_wandb_run() -> None:
+    """Finish a W&B run an earlier stage of this process left open (the training stages leave
+    theirs to the Trainer, which never finishes it), so each stage logs to its own run rather
+    than Lightning's ``WandbLogger`` reusing the open one under the earlier stage's job type."""
+    wandb = sys.modules.get("wandb")  # never imported: no run can be open
+    if wandb is not None and getattr(wandb, "run", None) is not None:
+        try:
+            wandb.finish()
+        except Exception as e:
+            log.warning("wandb.finish of the previous stage's run failed: %s", e)
 
 
 def log_safely(loggers: list[Logger], method: str, *args, **kwargs) -> None:

@@ -2,6 +2,8 @@
 
 import logging
 import os
+import sys
+import types
 import warnings
 
 import pytest
@@ -222,6 +224,19 @@ def test_the_wandb_logger_passes_no_setting_wandb_warns_about(monkeypatch, tmp_p
 def test_the_wandb_logger_goes_online_when_the_environment_says_so(monkeypatch, tmp_path):
     monkeypatch.setenv("WANDB_MODE", "online")
     assert "mode" not in loggers.wandb_logger(project="p", save_dir=str(tmp_path))._wandb_init
+
+
+def test_a_stage_finishes_the_wandb_run_an_earlier_stage_left_open(monkeypatch):
+    """Lightning's WandbLogger reuses an open run (and warns that it does): each stage's loggers
+    start after the previous stage's run is finished."""
+    finished = []
+    fake = types.SimpleNamespace(run=object(), finish=lambda: finished.append(True))
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    loggers.instantiate_loggers(None, stage="refine")
+    assert finished == [True]
+    fake.run = None
+    loggers.instantiate_loggers(None, stage="evaluate")
+    assert finished == [True]  # nothing open: nothing finished
 
 
 def test_every_entry_point_job_filters_first(cfg_factory):
