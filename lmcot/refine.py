@@ -45,6 +45,7 @@ from torch.utils.data import DataLoader
 from lmcot import artifacts, loggers, memory, rl
 from lmcot.data.example import Example
 from lmcot.distill import check_trained_keys, export_best
+from lmcot.lm import grouped
 from lmcot.lm.base import LM, GenerationParams
 from lmcot.lm.hf import HFModel
 from lmcot.lm.sampling import seeded
@@ -58,7 +59,8 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Batch:
-    """One rollout batch as tensors (rows = samples); the per-token ones are ``(N, T)``."""
+    """One rollout batch as tensors: the prompts one row per question ``(Q, P)``, the rest one
+    row per sample, question-major (``N = Q * group_size``); the per-token ones ``(N, T)``."""
 
     prompt_ids: torch.Tensor
     prompt_mask: torch.Tensor
@@ -70,8 +72,19 @@ class Batch:
     old_values: torch.Tensor | None = None
     returns: torch.Tensor | None = None
 
-    def rows(self, index: torch.Tensor) -> "Batch":
-        return Batch(**{k: None if v is None else v[index] for k, v in vars(self).items()})
+    @property
+    def group_size(self) -> int:
+        return len(self.completion_ids) // len(self.prompt_ids)
+
+    def sample_rows(self, questions: torch.Tensor) -> torch.Tensor:
+        """The sample rows of ``questions``, question-major."""
+        return (questions[:, None] * self.group_size + torch.arange(self.group_size)).flatten()
+
+    def questions(self, index: torch.Tensor) -> "Batch":
+        """The questions ``index`` with all their samples (a group is never split)."""
+        rows = self.sample_rows(index)
+        return Batch(**{k: None if v is None else v[index if k.startswith("prompt") else rows]
+                        for k, v in vars(self).items()})  # fmt: skip
 
 
 class PPO:
@@ -261,6 +274,8 @@ class RefineModule(pl.LightningModule):
         log_table_every: log a table of sample rationales every this many steps (0: never).
         activation_checkpointing: recompute each layer's activations in the backward pass
             (:func:`lmcot.memory.checkpoint_layers`: less memory, the same gradients).
+        shared_prompt: compute a question's prompt once for its group in every forward
+            (:mod:`lmcot.lm.grouped`: the same log-probs); False runs every sample whole.
     """
 
     def __init__(
@@ -280,6 +295,7 @@ class RefineModule(pl.LightningModule):
         max_grad_norm: float = 1.0,
         log_table_every: int = 10,
         activation_checkpointing: bool = False,
+        shared_prompt: bool = True,
     ):
         super().__init__()
         self.automatic_optimization = False
@@ -295,7 +311,7 @@ class RefineModule(pl.LightningModule):
         self.sampling = GenerationParams(**gen)
         self.greedy = GenerationParams(**{**gen, "temperature": 0.0})
         self.kl_limit, self.max_grad_norm = kl_limit, max_grad_norm
-        self.log_table_every = log_table_every
+        self.log_table_every, self.shared_prompt = log_table_every, shared_prompt
         self.model = student.model.eval()  # a submodule: Lightning moves and saves it
         if activation_checkpointing:
             memory.checkpoint_layers(self.model)
@@ -317,26 +333,10 @@ class RefineModule(pl.LightningModule):
     # ---- forward passes ----------------------------------------------------------------
     def token_logits(self, model, batch: Batch, values: bool = False):
         """Logits over the completion tokens ``(N, T, V)`` (and the trunk's states there)."""
-        if self.encoder_decoder:
-            start = torch.full_like(
-                batch.completion_ids[:, :1], model.config.decoder_start_token_id
-            )
-            out = model(
-                input_ids=batch.prompt_ids,
-                attention_mask=batch.prompt_mask,
-                decoder_input_ids=torch.cat([start, batch.completion_ids[:, :-1]], 1),
-                output_hidden_states=values,
-                use_cache=False,
-            )
-            return out.logits, out.decoder_hidden_states[-1] if values else None
-        ids = torch.cat([batch.prompt_ids, batch.completion_ids], 1)
-        attention = torch.cat([batch.prompt_mask, torch.ones_like(batch.completion_ids)], 1)
-        positions = (attention.cumsum(1) - 1).clamp(min=0)  # prompts are left-padded
-        keep = batch.completion_ids.shape[1] + 1  # no logits over the (long) prompt
-        out = model(input_ids=ids, attention_mask=attention, position_ids=positions,
-                    output_hidden_states=values, logits_to_keep=keep, use_cache=False)  # fmt: skip
-        hidden = out.hidden_states[-1][:, -keep:-1] if values else None
-        return out.logits[:, :-1], hidden  # position t predicts token t + 1
+        return grouped.completion_logits(
+            model, batch.prompt_ids, batch.prompt_mask, batch.completion_ids, values,
+            shared=self.shared_prompt,
+        )  # fmt: skip
 
     def policy(self, batch: Batch, values: bool = False, entropy: bool = False):
         """(log-probs of the sampled tokens, entropy or None, values or None) under the policy,
@@ -425,19 +425,22 @@ class RefineModule(pl.LightningModule):
 
     def update(self, batch: Batch, forward: tuple | None = None,
                critic_only: bool = False) -> dict[str, float]:  # fmt: skip
-        """Several epochs of clipped updates over shuffled minibatches; mean stats.
+        """Several epochs of clipped updates over shuffled minibatches; mean stats. A minibatch
+        holds whole questions (``minibatch_size // group_size`` of them, at least one), so each
+        question's prompt is computed once in its forward.
 
         ``forward``: (log-probs, values) of the whole batch already computed with gradients,
         used by the first minibatch instead of a new forward (when it is the whole batch).
         ``critic_only``: the critic's warm-up, the value loss alone (the policy unchanged)."""
         optimizer = self.optimizers()
         stats: dict[str, list[float]] = {}
-        n = len(batch.prompt_ids)
+        questions = max(1, self.algorithm.minibatch_size // batch.group_size)
         for _ in range(self.algorithm.epochs):
-            for index in torch.randperm(n).split(self.algorithm.minibatch_size):
-                mini = batch.rows(index)
+            for index in torch.randperm(len(batch.prompt_ids)).split(questions):
+                mini = batch.questions(index)
                 if forward is not None:
-                    logp, values = (None if t is None else t[index] for t in forward)
+                    rows = batch.sample_rows(index)
+                    logp, values = (None if t is None else t[rows] for t in forward)
                     forward = None
                 else:
                     logp, _, values = self.policy(mini, values=self.value_head is not None)
@@ -619,6 +622,7 @@ def _refine(cfg: DictConfig, art: artifacts.Artifact, kd: Path) -> dict[str, flo
         max_grad_norm=r.max_grad_norm,
         log_table_every=r.log_table_every,
         activation_checkpointing=r.activation_checkpointing,
+        shared_prompt=r.shared_prompt,
     )
     best = ModelCheckpoint(dirpath=out / "checkpoints", filename="best", monitor="val/em",
                            mode="max")  # fmt: skip

@@ -18,6 +18,7 @@ from safetensors.torch import load_file
 
 from lmcot.data import synthetic
 from lmcot.lm.base import GenerationParams
+from lmcot.lm.hf import HFModel
 from lmcot.prompts import FewShotPrompt
 from lmcot.refine import Batch, RefineModule, Rollouts, ShapedReward, dataloaders
 from lmcot.rewards.registry import RewardRegistry
@@ -105,12 +106,29 @@ def test_rollout_returns_the_ids_the_text_came_from(cfg_factory):
         torch.manual_seed(0)
         params = GenerationParams(max_new_tokens=6, temperature=1.0, stop=("\n",))
         out = student.rollout(["Question: a?", "Question: a longer one?"], params, n=3)
-        assert out["prompt_ids"].shape[0] == out["completion_ids"].shape[0] == 6
+        assert out["prompt_ids"].shape[0] * 3 == out["completion_ids"].shape[0] == 6
         assert out["completion_mask"].shape == out["completion_ids"].shape
         for ids, mask, text in zip(out["completion_ids"], out["completion_mask"], out["texts"]):
             chosen = ids[mask.bool()].tolist()
             decoded = student.tokenizer.decode(chosen, skip_special_tokens=True)
             assert decoded.split("\n")[0] == text
+
+
+def test_a_rollout_prefills_each_prompt_once_and_samples_as_generate_does(cfg_factory):
+    """The prompt's cache is repeated for its samples (``generate`` would prefill it once per
+    sample); seeded alike, the samples are those of ``generate``'s own repetition."""
+    student = instantiate(cfg_factory("student=tiny_llama").student)
+    prompts = ["Question: a?", "Question: a longer one?"]
+    params = GenerationParams(max_new_tokens=5, temperature=1.0)
+    torch.manual_seed(0)
+    out = student.rollout(prompts, params, n=4)
+    width = out["prompt_ids"].shape[1]
+    assert student.prefill_tokens == 2 * (width - 1) + 2 * 4  # + each sample's last token
+    batch = {"input_ids": out["prompt_ids"], "attention_mask": out["prompt_mask"]}
+    torch.manual_seed(0)
+    with torch.no_grad():
+        plain = HFModel._sample(student, batch, params, 4, top_k=0)[:, width:]
+    assert torch.equal(plain, out["completion_ids"])
 
 
 def test_rollouts_sample_the_whole_distribution_not_its_top_50(cfg_factory):
@@ -274,8 +292,11 @@ def test_lora_policy_checkpoints_adapters_and_value_head_only(cfg_factory):
     assert checkpoint["state_dict"] and all(
         "lora_" in k or k.startswith("value_head.") for k in checkpoint["state_dict"]
     )
-    assert checkpoint["refine"] == {"step": 0, "kl": module.algorithm.kl.state_dict(),
-                                    "reward": module.reward.registry.state_dict()}
+    assert checkpoint["refine"] == {
+        "step": 0,
+        "kl": module.algorithm.kl.state_dict(),
+        "reward": module.reward.registry.state_dict(),
+    }
 
 
 @pytest.mark.slow

@@ -2,7 +2,8 @@
 
 Both classes load lazily (on the first cache miss), so a fully cached run never loads weights.
 Generation is batched: prompts are sorted by length so each padded batch wastes little, and
-``num_return_sequences`` draws the n samples of a prompt in the same forward passes.
+the n samples of a prompt are drawn in the same forward passes, its prompt computed once (a
+decoder-only model's prefill cache is repeated; ``generate`` encodes before it repeats).
 A ``model_config`` node builds a randomly initialised model instead of loading one: the tiny
 offline students of tests and smoke runs.
 """
@@ -233,11 +234,11 @@ class HFModel(LM):
         """Sample ``n`` completions per prompt as token ids, for RL; uncached, one ``generate``.
 
         The caller seeds the RNG (the weights change between calls, so a cache would be wrong).
-        Returns one row per sample, prompt-major (rows ``i*n .. i*n+n-1`` answer prompt ``i``):
-        ``prompt_ids``/``prompt_mask`` (as the model read them), ``completion_ids`` (right
-        padded), ``completion_mask`` (the tokens the model chose: through its EOS or the token
-        that completed a stop string), ``texts`` (decoded, cut at the stop strings) and
-        ``finished`` (False: cut off by ``max_new_tokens``).
+        Returns ``prompt_ids``/``prompt_mask``, one row per prompt (as the model read them), and
+        one row per sample, prompt-major (rows ``i*n .. i*n+n-1`` answer prompt ``i``):
+        ``completion_ids`` (right padded), ``completion_mask`` (the tokens the model chose:
+        through its EOS or the token that completed a stop string), ``texts`` (decoded, cut at
+        the stop strings) and ``finished`` (False: cut off by ``max_new_tokens``).
 
         Samples come from the model's whole distribution (``top_k=0``): ``generate`` otherwise
         keeps only the 50 likeliest tokens, and RL's ratios, KL estimates and policy gradient
@@ -246,7 +247,7 @@ class HFModel(LM):
         batch = self.tokenizer(
             [self.format(p) for p in prompts], return_tensors="pt", padding=True
         ).to(self.device)
-        generated = self._sample(batch, params, n, top_k=0)
+        generated = self._sample(batch, params, n, **({} if params.greedy else {"top_k": 0}))
         completion = self._completion_ids(generated, batch)
         mask, finished, texts = [], [], []
         for ids in completion.tolist():
@@ -256,8 +257,8 @@ class HFModel(LM):
             texts.append(cut_at_stop(self.tokenizer.decode(ids[:length], skip_special_tokens=True),
                                      params.stop))  # fmt: skip
         return {
-            "prompt_ids": batch["input_ids"].repeat_interleave(n, 0),
-            "prompt_mask": batch["attention_mask"].repeat_interleave(n, 0),
+            "prompt_ids": batch["input_ids"],
+            "prompt_mask": batch["attention_mask"],
             "completion_ids": completion,
             "completion_mask": torch.tensor(mask, device=completion.device),
             "texts": texts,
@@ -341,6 +342,19 @@ class CausalLM(HFModel):
             starts = [length for members, length in groups for _ in members]
             self.reused_tokens += sum(starts) - sum(map(len, parts))
             yield idx, starts, cache, (ids[group_of], mask[group_of])
+
+    def _sample(self, batch, params: GenerationParams, n: int, **overrides) -> torch.Tensor:
+        """As :meth:`HFModel._sample`, each prompt prefilled once for its ``n`` samples
+        (``generate`` repeats a prompt before its prefill); the cache is repeated instead."""
+        ids, mask = batch["input_ids"], batch["attention_mask"]
+        cache = DynamicCache(config=self.model.config)
+        if ids.shape[1] > 1:  # generate runs the last prompt token: it starts the sampling
+            self._extend(cache, ids[:, :-1], mask[:, :-1])
+        cache.batch_repeat_interleave(n)
+        self.prefill_tokens += len(ids) * n
+        repeated = {"input_ids": ids.repeat_interleave(n, 0),
+                    "attention_mask": mask.repeat_interleave(n, 0)}  # fmt: skip
+        return super()._sample(repeated, params, 1, cache=cache, **overrides)
 
     def _extend(self, cache, ids: torch.Tensor, mask: torch.Tensor, logits: bool = False):
         self.prefill_tokens += ids.numel()

@@ -1,0 +1,123 @@
+"""Training forwards that compute a question's prompt once for its whole group of completions.
+
+An RL step scores ``group_size`` completions of each prompt, and prompts are several times
+longer than completions: run row by row, the same prompt is computed ``group_size`` times in
+the policy's forward (with gradients), again for the old log-probs and again for the reference.
+
+- Decoder-only: one sequence per question, ``prompt | c1 | ... | cG`` (the prompt left-padded,
+  each completion in a slot of the same width), with a 4D attention mask and position ids that
+  give every completion exactly the view it has alone: its prompt's real tokens and its own
+  earlier tokens, at the positions it would have after its prompt (the idea of Prefix Grouper,
+  arXiv 2506.05433). Logits are computed only where a completion token is predicted.
+- Encoder-decoder: the encoder runs once per question; its states are repeated for the
+  decoder rows (``repeat_interleave`` is differentiable: gradients of the copies add up).
+
+Why hand-written: transformers has no grouped forward, TRL's GRPO runs every row whole, and
+verl's shared-prefix path is tied to its FSDP workers. ``shared=False`` runs every row whole (the
+reference the tests compare against, and the baseline of ``benchmarks/refine_steps.py``).
+"""
+
+import torch
+from transformers.modeling_outputs import BaseModelOutput
+
+
+def completion_logits(model, prompt_ids, prompt_mask, completion_ids, hidden: bool = False,
+                      shared: bool = True):  # fmt: skip
+    """Logits ``(N, T, V)`` predicting each completion token, and the last hidden states at
+    those positions ``(N, T, H)`` when ``hidden`` (else None).
+
+    ``prompt_ids``/``prompt_mask``: ``(Q, P)``, one row per question (left-padded for a
+    decoder-only model); ``completion_ids``: ``(N, T)``, ``N = Q * G`` rows, question-major
+    (rows ``q*G .. q*G+G-1`` complete prompt ``q``), right-padded.
+    """
+    group = completion_ids.shape[0] // prompt_ids.shape[0]
+    if model.config.is_encoder_decoder:
+        return _seq2seq(model, prompt_ids, prompt_mask, completion_ids, group, hidden, shared)
+    if not shared or group == 1:  # one completion a prompt: nothing to share
+        repeat = (x.repeat_interleave(group, 0) for x in (prompt_ids, prompt_mask))
+        return _causal_rows(model, *repeat, completion_ids, hidden)
+    return _causal_grouped(model, prompt_ids, prompt_mask, completion_ids, group, hidden)
+
+
+def _seq2seq(model, prompt_ids, prompt_mask, completion_ids, group, hidden, shared):
+    start = torch.full_like(completion_ids[:, :1], model.config.decoder_start_token_id)
+    decoder_ids = torch.cat([start, completion_ids[:, :-1]], 1)
+    if shared:
+        states = model.get_encoder()(input_ids=prompt_ids, attention_mask=prompt_mask)[0]
+        inputs = {"encoder_outputs": BaseModelOutput(states.repeat_interleave(group, 0))}
+    else:
+        inputs = {"input_ids": prompt_ids.repeat_interleave(group, 0)}
+    out = model(**inputs, attention_mask=prompt_mask.repeat_interleave(group, 0),
+                decoder_input_ids=decoder_ids, output_hidden_states=hidden,
+                use_cache=False)  # fmt: skip
+    return out.logits, out.decoder_hidden_states[-1] if hidden else None
+
+
+def _causal_rows(model, prompt_ids, prompt_mask, completion_ids, hidden):
+    """Every row run whole: ``prompt | completion``, the prompt left-padded."""
+    ids = torch.cat([prompt_ids, completion_ids], 1)
+    attention = torch.cat([prompt_mask, torch.ones_like(completion_ids)], 1)
+    positions = (attention.cumsum(1) - 1).clamp(min=0)
+    keep = completion_ids.shape[1] + 1  # no logits over the (long) prompt
+    out = model(input_ids=ids, attention_mask=attention, position_ids=positions,
+                output_hidden_states=hidden, logits_to_keep=keep, use_cache=False)  # fmt: skip
+    states = out.hidden_states[-1][:, -keep:-1] if hidden else None
+    return out.logits[:, :-1], states  # position t predicts token t + 1
+
+
+def grouped_layout(prompt_mask: torch.Tensor, group: int, width: int):
+    """(attention mask ``(Q, 1, L, L)`` bool, position ids ``(Q, L)``, kept positions ``(G, T)``)
+    of the sequences ``prompt | slot 1 | ... | slot G``, each slot ``width`` tokens.
+
+    A prompt token sees the real prompt tokens up to itself; a slot token sees the real prompt
+    tokens and its own slot up to itself; every token sees itself (padding included, so no row
+    of the mask is empty). ``kept[g, t]`` is the position whose logits predict token ``t`` of
+    slot ``g``: the last prompt token for ``t = 0``, else the slot's token ``t - 1``.
+
+    >>> mask, pos, kept = grouped_layout(torch.tensor([[0, 1, 1]]), group=2, width=2)
+    >>> pos.tolist()
+    [[0, 0, 1, 2, 3, 2, 3]]
+    >>> kept.tolist()
+    [[2, 3], [2, 5]]
+    >>> mask[0, 0, 6].int().tolist()  # slot 2's second token: the prompt's real tokens and slot 2
+    [0, 1, 1, 0, 0, 1, 1]
+    """
+    questions, length = prompt_mask.shape
+    total = length + group * width
+    segment = torch.arange(total, device=prompt_mask.device)
+    segment = torch.where(segment < length, -1, (segment - length) // width)  # -1: the prompt
+    slots_real = prompt_mask.new_ones(questions, group * width)
+    real = torch.cat([prompt_mask, slots_real], 1).bool()
+    index = torch.arange(total, device=prompt_mask.device)
+    causal = index[None, :] <= index[:, None]  # (query, key)
+    same_slot = (segment[None, :] == segment[:, None]) & (segment[:, None] >= 0)
+    sees = causal & ((segment[None, :] == -1) | same_slot)  # (L, L), before padding
+    mask = (sees[None] & real[:, None, :]) | torch.eye(total, dtype=torch.bool,
+                                                       device=prompt_mask.device)  # fmt: skip
+    real_prompt = prompt_mask.long().sum(1, keepdim=True)
+    offsets = torch.arange(width, device=prompt_mask.device).repeat(group)
+    positions = torch.cat(
+        [(prompt_mask.long().cumsum(1) - 1).clamp(min=0), real_prompt + offsets[None]], 1
+    )
+    slots = length + torch.arange(group, device=prompt_mask.device)[:, None] * width
+    kept = torch.cat([torch.full_like(slots, length - 1), slots + torch.arange(width - 1)], 1)
+    return mask[:, None], positions, kept
+
+
+def _causal_grouped(model, prompt_ids, prompt_mask, completion_ids, group, hidden):
+    questions, width = prompt_ids.shape[0], completion_ids.shape[1]
+    mask, positions, kept = grouped_layout(prompt_mask, group, width)
+    if model.config._attn_implementation == "eager":  # eager adds the mask to the scores
+        mask = torch.zeros(mask.shape, dtype=model.dtype, device=mask.device).masked_fill(
+            ~mask, torch.finfo(model.dtype).min
+        )
+    ids = torch.cat([prompt_ids, completion_ids.reshape(questions, group * width)], 1)
+    unique = kept.flatten().unique()  # sorted: the shared last prompt position once
+    out = model(input_ids=ids, attention_mask=mask, position_ids=positions,
+                output_hidden_states=hidden, logits_to_keep=unique, use_cache=False)  # fmt: skip
+    where = torch.searchsorted(unique, kept)  # (G, T) into the kept logits
+
+    def rows(x):  # (Q, K, D) at the kept positions -> (N, T, D), question-major
+        return x[:, where].reshape(questions * group, width, x.shape[-1])
+
+    return rows(out.logits), rows(out.hidden_states[-1][:, unique]) if hidden else None
