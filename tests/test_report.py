@@ -50,9 +50,10 @@ def write_job(root: Path, num: int, overrides: list[str], seed: int, student: st
               finished: bool = True, methods=("standard", "cot", "lm_guided_kd",
                                               "lm_guided_kd_sc", "lm_guided_rl"),
               kd: int | None = None, cost: bool = False, aspects=("factuality", "task"),
-              quality_rows: list[dict] = ()):  # fmt: skip
+              quality_rows: list[dict] = (), split: str | None = None):  # fmt: skip
     """A job dir as a run leaves it; ``cost``: results.json has ``cost`` and ``precision`` (runs
-    before them did not); ``aspects``: its RL reward; ``quality_rows``: its quality.jsonl."""
+    before them did not); ``aspects``: its RL reward; ``quality_rows``: its quality.jsonl;
+    ``split``: results.json's ``split`` (runs before it had none)."""
     job = root / str(num)
     (job / ".hydra").mkdir(parents=True)
     config = {
@@ -81,6 +82,8 @@ def write_job(root: Path, num: int, overrides: list[str], seed: int, student: st
                    for m in {r["method"] for r in quality_rows}}  # fmt: skip
     summary = {"n": N, "data": dataset, "reader": "tiny", "quality": quality,
                "methods": results.summarize(predictions, num_resamples=100)}  # fmt: skip
+    if split is not None:
+        summary["split"] = split
     if cost:
         summary["cost"] = {m: method_cost(m, seed) for m in methods}
         summary["precision"] = {"reader": "bfloat16", "student": "bfloat16",
@@ -208,6 +211,48 @@ def test_two_multiruns_with_the_same_job_names_keep_every_job(tmp_path):
     assert float(main[("lm_guided_kd", "hotpotqa")]["em"]) == pytest.approx(0.75)
     assert "2 jobs ran hotpotqa seed=0: means count them as one seed" in text
     assert f"{first / '0'}, {second / '0'}" in text
+
+
+def test_a_job_is_labelled_with_its_split_and_splits_are_never_averaged(tmp_path):
+    """A dev number never reads as an evaluation-split number: the dataset is shown with the
+    split results.json names (a file by its name), jobs on other splits get their own rows, the
+    paper's EM still follows the dataset, and results without a split keep the bare name."""
+    root = tmp_path / "multirun"
+    for num, (data, split, kd) in enumerate([
+        ("synthetic", "dev", 40), ("synthetic", "test", 30),
+        ("hotpotqa", "/data/hotpotqa/hotpot_dev_distractor_v1.json", 40),
+        ("hotpotqa", None, 30),  # older results.json: no split
+    ]):  # fmt: skip
+        write_job(root, num, [f"data={data}", "seed=0"], 0, "google/flan-t5-small",
+                  methods=("standard", "lm_guided_kd"), kd=kd, split=split)  # fmt: skip
+    out = tmp_path / "report"
+    text = build([root], out, samples=100).read_text()
+    main = {(r["method"], r["dataset"]): r for r in read_csv(out / "main.csv")}
+    assert {d for _, d in main} == {
+        "synthetic/dev", "synthetic/test", "hotpotqa/hotpot_dev_distractor_v1.json", "hotpotqa"
+    }  # fmt: skip
+    assert float(main[("lm_guided_kd", "synthetic/dev")]["em"]) == 0.8  # not (.8 + .6) / 2
+    assert float(main[("lm_guided_kd", "synthetic/test")]["em"]) == 0.6
+    assert main[("lm_guided_kd", "synthetic/dev")]["setting"] == ""  # data= labels no row
+    assert main[("lm_guided_kd", "hotpotqa/hotpot_dev_distractor_v1.json")]["paper_em"] == "0.507"
+    assert main[("lm_guided_kd", "hotpotqa")]["paper_em"] == "0.507"
+    assert "| synthetic/dev EM |" in text and "| hotpotqa EM |" in text
+    diffs = differences_of(out)
+    assert ("lm_guided_kd", "", "synthetic/dev", "standard") in diffs
+    assert ("lm_guided_kd", "", "hotpotqa", "standard") in diffs
+    assert "jobs ran" not in text  # other splits are not repeats of one setting and seed
+
+
+def test_the_paper_line_of_a_plot_follows_the_dataset_whatever_its_split():
+    from matplotlib import pyplot as plt
+
+    from lmcot.report.plots import _paper_line
+
+    fig, ax = plt.subplots()
+    _paper_line(ax, "hotpotqa/validation", "lm_guided_kd")
+    _paper_line(ax, "synthetic/dev", "lm_guided_kd")  # no paper number
+    plt.close(fig)
+    assert ax.get_legend_handles_labels()[1] == ["paper: hotpotqa/validation lm_guided_kd 0.507"]
 
 
 def test_ablation_decoding_and_size_tables(report):

@@ -6,10 +6,14 @@ Every directory below the given ones that holds a ``.hydra/`` folder is a job. A
 them), ``predictions.jsonl`` and ``quality.jsonl`` (per-rationale quality, with
 ``evaluate.rationale_quality=true``) give the numbers; its ``.hydra/config.yaml``,
 ``hydra.yaml`` and ``overrides.yaml`` say what it ran (dataset, student, reader, decoding,
-reward aspects, seed). A job without ``results.json`` (failed, killed, still running) is listed
-as missing with its overrides. Jobs are kept by their whole path, so several multiruns (with
-jobs named ``0``, ``1``, ... in each) can be passed together; jobs that ran the same setting,
-dataset and seed are named in the notes.
+reward aspects, seed). A job's dataset is shown with the split its questions came from
+(``results.json`` ``split``, a file by its name: ``hotpotqa/validation``, ``synthetic/dev``), so
+a dev number is never read as an evaluation-split number and jobs on different splits are never
+averaged; results from before ``split`` keep the bare dataset name. A job without
+``results.json`` (failed, killed, still running) is listed as missing with its overrides. Jobs
+are kept by their whole path, so several multiruns (with jobs named ``0``, ``1``, ... in each)
+can be passed together; jobs that ran the same setting, dataset and seed are named in the
+notes.
 """
 
 import json
@@ -23,6 +27,24 @@ from statistics import mean, stdev
 from omegaconf import OmegaConf
 
 DECODING_SUFFIXES = {"_top_quality": "top_quality", "_sc": "sc"}  # method name suffix -> decoding
+SPLIT_SEPARATOR = "/"  # dataset label = data name + "/" + split; data names are module names
+
+
+def dataset_label(data: str, split: str | None) -> str:
+    """``data/split`` (``hotpotqa/validation``; a file split by its file name,
+    ``hotpotqa/hotpot_dev_distractor_v1.json``), or ``data`` alone where the split is unknown."""
+    name = (Path(split).name or split) if split else ""
+    return f"{data}{SPLIT_SEPARATOR}{name}" if name else data
+
+
+def data_name(label: str) -> str:
+    """The data name of a dataset label (``hotpotqa/validation`` -> ``hotpotqa``), to look up
+    what is known per dataset, such as the paper's EM."""
+    return label.partition(SPLIT_SEPARATOR)[0]
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 @dataclass
@@ -65,10 +87,10 @@ class Job:
             return job
         predictions = job_dir / "predictions.jsonl"
         if predictions.exists():
-            job.predictions = [json.loads(line) for line in open(predictions) if line.strip()]
+            job.predictions = read_jsonl(predictions)
         quality = job_dir / "quality.jsonl"
         if quality.exists():
-            job.quality_rows = [json.loads(line) for line in open(quality) if line.strip()]
+            job.quality_rows = read_jsonl(quality)
             for k, row in enumerate(job.quality_rows, 1):
                 if not {"id", "method"} <= row.keys():
                     raise ValueError(f"{quality} row {k}: expected keys id and method and one "
@@ -77,7 +99,19 @@ class Job:
 
     @property
     def dataset(self) -> str:
+        """The data loader (``results.json`` ``data``: ``hotpotqa``, ``twowiki``, ...)."""
         return self.results.get("data", "?")
+
+    @property
+    def split(self) -> str | None:
+        """The split the questions came from, or the ``data.path`` file as given; None for
+        results that do not say (older runs, a loader without splits)."""
+        return self.results.get("split")
+
+    @property
+    def dataset_label(self) -> str:
+        """The dataset as tables and plots show and group it: ``dataset/split``."""
+        return dataset_label(self.dataset, self.split)
 
     @property
     def seed(self):
@@ -146,7 +180,7 @@ def varying_keys(jobs: list[Job]) -> list[str]:
     keys = sorted({k for job in jobs for k in job.override_pairs})
     by_dataset = defaultdict(list)
     for job in jobs:
-        by_dataset[job.dataset].append(job)
+        by_dataset[job.dataset_label].append(job)
 
     def varies(key: str, group: list[Job]) -> bool:
         return len({job.override_pairs.get(key) for job in group}) > 1
@@ -215,7 +249,7 @@ def repeated_jobs(jobs: list[Job], keys: list[str]) -> list[str]:
     twice, or two multiruns of one command): means count them as one seed."""
     by_label = defaultdict(list)
     for job in jobs:
-        by_label[(setting(job, keys), job.dataset, job.seed)].append(job)
+        by_label[(setting(job, keys), job.dataset_label, job.seed)].append(job)
     return [
         f"{len(same)} jobs ran {' '.join(map(str, filter(None, (dataset, label))))} "
         f"seed={seed}: means count them as one seed (their mean), the paired intervals keep "

@@ -7,15 +7,16 @@ from pathlib import Path
 import matplotlib
 import numpy as np
 
-from lmcot.report.tables import PAPER_EM, student_size
+from lmcot.report.tables import paper_em, student_size
 
 matplotlib.use("Agg")  # files only, never a window
 from matplotlib import pyplot as plt  # noqa: E402
 
 
 def _paper_line(ax, dataset: str, method: str) -> None:
-    """The paper's EM for ``method`` on ``dataset`` as a dashed line, once per plot."""
-    paper = PAPER_EM.get(dataset, {}).get(method)
+    """The paper's EM for ``method`` on ``dataset`` (a label: ``hotpotqa/validation``) as a
+    dashed line, once per plot."""
+    paper = paper_em(dataset, method)
     label = f"paper: {dataset} {method} {paper:.3f}" if paper is not None else None
     if label and label not in ax.get_legend_handles_labels()[1]:
         ax.axhline(paper, linestyle="--", linewidth=1, color="grey", label=label)

@@ -13,17 +13,24 @@ differences. docs/report.md describes every table.
 import re
 from collections import defaultdict
 
-from lmcot.report.jobs import Job, Members, group, scores, setting, stat
+from lmcot.report.jobs import Job, Members, data_name, group, scores, setting, stat
 from lmcot.stats import cluster_bootstrap_diff, cluster_bootstrap_mean
 
 PAPER_CITATION = (
     "Lee et al., *Can Small Language Models Help Large Language Models Reason Better?: "
     "LM-Guided Chain-of-Thought*, LREC-COLING 2024 (arXiv:2404.03414), main results (EM)"
 )
-PAPER_EM = {  # dataset (as results.json names it) -> method -> EM reported in the paper
+PAPER_EM = {  # dataset (results.json ``data``) -> method -> EM reported in the paper
     "hotpotqa": {"standard": 0.500, "cot": 0.483, "lm_guided_kd": 0.507, "lm_guided_kd_sc": 0.513},
     "twowiki": {"standard": 0.500, "cot": 0.400, "lm_guided_kd": 0.506, "lm_guided_kd_sc": 0.524},
 }
+
+
+def paper_em(dataset: str, method: str) -> float | None:
+    """The paper's EM of ``method`` on a dataset, by its name or its label (``hotpotqa/dev``)."""
+    return PAPER_EM.get(data_name(dataset), {}).get(method)
+
+
 BASELINES = ("standard", "lm_guided_kd")  # every method's EM is compared with these
 STUDENT_SIZES = {  # parameters of students whose name does not state them
     "flan-t5-small": 77e6, "flan-t5-base": 248e6, "flan-t5-large": 783e6, "flan-t5-xl": 2.85e9,
@@ -35,12 +42,12 @@ READER_TOKENS = ("reader_prompt_tokens", "reader_new_tokens")  # the reader's co
 def main_table(jobs: list[Job], keys: list[str], samples: int, seed: int) -> list[dict]:
     """EM, F1, the EM interval, the paper's EM and the tokens asked per question of each method
     and setting."""
-    groups = group(jobs, lambda job, m: (m, setting(job, keys), job.dataset))
+    groups = group(jobs, lambda job, m: (m, setting(job, keys), job.dataset_label))
     rows = []
     for (m, s, d), members in groups.items():
         lo, hi = em_interval(members, samples, seed)
         row = {"method": m, "setting": s, "dataset": d, **scores(members),
-               "paper_em": PAPER_EM.get(d, {}).get(m),
+               "paper_em": paper_em(d, m),
                "em_ci_low": lo, "em_ci_high": hi}  # fmt: skip
         for model, fields in (("reader", READER_TOKENS), ("student", ("student_new_tokens",))):
             value, std, _ = stat(members, lambda j, m, f=fields: j.cost_per_question(m, *f))
@@ -65,7 +72,7 @@ def em_interval(members: Members, samples: int, seed: int) -> tuple[float | None
 def differences(jobs: list[Job], keys: list[str], samples: int, seed: int, notes: list) -> list:
     """EM difference of every method to each baseline with a question-cluster bootstrap over
     the jobs (seeds) of a row: each job's pairs are kept, a question is drawn as one unit."""
-    groups = group(jobs, lambda job, m: (m, setting(job, keys), job.dataset))
+    groups = group(jobs, lambda job, m: (m, setting(job, keys), job.dataset_label))
     rows = []
     for (method, label, dataset), members in groups.items():
         for baseline in BASELINES:
@@ -101,7 +108,7 @@ def aspect_table(jobs: list[Job], keys: list[str], aspects: list[str]) -> list[d
         if job.decoding(method)[1] != "greedy":
             return None
         reward = job.aspects if method.startswith("lm_guided_rl") else "(KD, no RL)"
-        return job.dataset, method, reward, setting(job, keys, ("reward",))
+        return job.dataset_label, method, reward, setting(job, keys, ("reward",))
 
     rl_jobs = [j for j in jobs if any(m.startswith("lm_guided_rl") for m in j.results["methods"])]
     rows = []
@@ -152,7 +159,7 @@ def aspect_matrix(jobs: list[Job], keys: list[str], samples: int, seed: int,
     groups: dict[tuple, list[Job]] = defaultdict(list)
     for job in paired:
         trained = trained_label(job.config.get("reward", {}).get("aspects", []), measured)
-        groups[(job.dataset, setting(job, keys, ("reward",)), trained)].append(job)
+        groups[(job.dataset_label, setting(job, keys, ("reward",)), trained)].append(job)
     order = sorted(groups, key=lambda k: (k[0], k[1], measured.index(k[2])
                                           if k[2] in measured else len(measured)))  # fmt: skip
     rows = []
@@ -182,7 +189,7 @@ def decoding_table(jobs: list[Job], keys: list[str]) -> list[dict]:
         if not method.startswith("lm_guided_"):
             return None
         student_method, label, k = job.decoding(method)
-        return job.dataset, student_method, label, k, setting(job, keys, ("decoding",))
+        return job.dataset_label, student_method, label, k, setting(job, keys, ("decoding",))
 
     rows = [
         {"dataset": d, "method": sm, "decoding": label, "samples": k, "setting": s,
@@ -206,7 +213,7 @@ def student_size(name: str) -> float:
 
 
 def size_table(jobs: list[Job], keys: list[str]) -> list[dict]:
-    groups = group(jobs, lambda job, m: (job.dataset, m, job.student,
+    groups = group(jobs, lambda job, m: (job.dataset_label, m, job.student,
                                          setting(job, keys, ("student",)))
                    if m.startswith("lm_guided_") else None)  # fmt: skip
     rows = [
