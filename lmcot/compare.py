@@ -10,7 +10,10 @@ For every method both ran: EM of each, the paired difference B − A over the qu
 answered with its bootstrap interval, and how many predictions differ; with rationale quality
 in both, the same for the aggregate quality. A change is safe to take where every interval
 contains 0; a method evaluated on other questions on one side is an error, not a silent subset.
-No model is loaded.
+So are runs whose ``results.json`` names another ``data`` or ``split``, or, on synthetic data,
+another ``seed``: its ids (``syn-000000``, ...) repeat across seeds while the questions differ,
+so pairing by id would pair different questions. A field that either run did not record (older
+results) is not compared. No model is loaded.
 """
 
 import argparse
@@ -32,6 +35,26 @@ def load(run_dir: Path) -> Job:
     return job
 
 
+SYNTHETIC = "synthetic"  # results.json ``data`` of the generator whose ids repeat across seeds
+
+
+def check_same_questions(a: Job, b: Job) -> None:
+    """Refuse two runs whose questions differ even where their ids agree: another ``data`` or
+    ``split``, or synthetic data of another ``seed``; a field absent from either run's
+    ``results.json`` (older results) is not compared."""
+    fields = ["data", "split"]
+    if SYNTHETIC in (a.results.get("data"), b.results.get("data")):
+        fields.append("seed")
+    differ = [f for f in fields
+              if f in a.results and f in b.results and a.results[f] != b.results[f]]  # fmt: skip
+    if differ:
+        values = "; ".join(f"{f} {a.results[f]!r} vs {b.results[f]!r}" for f in differ)
+        raise SystemExit(
+            f"{a.dir} and {b.dir} evaluated different questions ({values}): pairing them by "
+            "question id would compare different questions"
+        )
+
+
 def paired(a: dict, b: dict, what: str, samples: int, seed: int) -> dict:
     """B − A over the same ids (an error naming both sides where the ids differ)."""
     try:
@@ -42,7 +65,9 @@ def paired(a: dict, b: dict, what: str, samples: int, seed: int) -> dict:
 
 
 def compare(a: Job, b: Job, samples: int = NUM_RESAMPLES, seed: int = 0) -> list[dict]:
-    """One row per method of both runs (in A's order): EMs, paired EM and quality differences."""
+    """One row per method of both runs (in A's order): EMs, paired EM and quality differences;
+    an error where the runs did not evaluate the same questions (:func:`check_same_questions`)."""
+    check_same_questions(a, b)
     answers_a, answers_b = (
         {(p["method"], p["id"]): p["prediction"] for p in job.predictions} for job in (a, b)
     )

@@ -8,16 +8,18 @@ from lmcot.methods import Prediction
 N = 50
 
 
-def write_run(path, right: dict[str, int], ids=range(N), quality: dict[str, float] = ()):
+def write_run(path, right: dict[str, int], ids=range(N), quality: dict[str, float] = (),
+              **recorded):  # fmt: skip
     """A run dir: method -> how many of the first questions it answers right; ``quality``:
-    method -> an aggregate quality for every rationale (quality.jsonl)."""
+    method -> an aggregate quality for every rationale (quality.jsonl); ``recorded``: what
+    results.json says was evaluated (``data``, ``split``, ``seed``; older runs had none)."""
     predictions = [Prediction(f"q{i}", m, "r", "yes" if i < k else "no", ["yes"], float(i < k),
                               float(i < k))
                    for m, k in right.items() for i in ids]  # fmt: skip
     rows = [{"id": f"q{i}", "method": m, "aggregate": q, "task": 1.0}
             for m, q in dict(quality).items() for i in ids]  # fmt: skip
-    results.write(path, {"n": len(ids), "methods": results.summarize(predictions,
-                                                                    num_resamples=100)},
+    results.write(path, {"n": len(ids), **recorded,
+                         "methods": results.summarize(predictions, num_resamples=100)},
                   predictions, rows)  # fmt: skip
     return path
 
@@ -61,3 +63,42 @@ def test_the_command_prints_one_row_per_shared_method(tmp_path, capsys):
     assert "standard" in out and "+0.100" in out and "cot" not in out
     with pytest.raises(SystemExit, match="no results.json"):
         compare.main([str(a), str(tmp_path / "missing")])
+
+
+@pytest.mark.parametrize(
+    ("recorded_a", "recorded_b", "named"),
+    [
+        ({"data": "hotpotqa", "split": "validation"}, {"data": "twowiki", "split": "validation"},
+         "data 'hotpotqa' vs 'twowiki'"),
+        ({"data": "synthetic", "split": "validation", "seed": 0},
+         {"data": "synthetic", "split": "dev", "seed": 0}, "split 'validation' vs 'dev'"),
+        # synthetic ids syn-000000, ... repeat across seeds while the questions differ
+        ({"data": "synthetic", "split": "validation", "seed": 0},
+         {"data": "synthetic", "split": "validation", "seed": 1}, "seed 0 vs 1"),
+    ],
+)  # fmt: skip
+def test_runs_on_another_dataset_split_or_synthetic_seed_are_refused(
+    tmp_path, recorded_a, recorded_b, named
+):
+    a = write_run(tmp_path / "a", {"standard": 20}, **recorded_a)
+    b = write_run(tmp_path / "b", {"standard": 20}, **recorded_b)
+    with pytest.raises(SystemExit, match="different questions") as refused:
+        compare.main([str(a), str(b), "--bootstrap-samples", "100"])
+    assert str(a) in str(refused.value) and str(b) in str(refused.value)
+    assert named in str(refused.value)
+
+
+def test_the_seed_of_real_data_and_fields_older_runs_lack_are_not_compared(tmp_path):
+    """Real datasets draw the same questions whatever the seed; a field one side did not
+    record (results before ``split`` or ``seed``) refuses nothing."""
+    pairs = [
+        ({"data": "hotpotqa", "split": "validation", "seed": 0},
+         {"data": "hotpotqa", "split": "validation", "seed": 1}),
+        ({"data": "synthetic", "split": "validation", "seed": 0}, {"data": "synthetic"}),
+        ({"data": "synthetic", "seed": 1}, {}),
+    ]  # fmt: skip
+    for k, (recorded_a, recorded_b) in enumerate(pairs):
+        a = write_run(tmp_path / f"a{k}", {"standard": 20}, **recorded_a)
+        b = write_run(tmp_path / f"b{k}", {"standard": 25}, **recorded_b)
+        rows = compare.compare(compare.load(a), compare.load(b), samples=100)
+        assert rows[0]["em_diff"] == pytest.approx(0.1)
