@@ -24,9 +24,10 @@ from transformers import TrainerCallback
 from trl import GRPOConfig, GRPOTrainer
 
 import lmcot  # noqa: F401  (config resolvers)
+from lmcot.algorithms import GRPO
 from lmcot.data import synthetic
 from lmcot.prompts import FewShotPrompt
-from lmcot.refine import GRPO, RefineModule, Rollouts, ShapedReward, dataloaders
+from lmcot.refine import RefineModule, Rollouts, ShapedReward, dataloaders
 from lmcot.rewards.registry import RewardRegistry
 from lmcot.rl import FixedKLController
 

@@ -13,8 +13,6 @@ answers with the student's current rationales: the number the paper cares about.
 
 import json
 import logging
-import os
-import shutil
 from functools import partial
 
 import pytorch_lightning as pl
@@ -27,8 +25,8 @@ from torch.utils.data import DataLoader
 from lmcot import loggers, memory
 from lmcot.artifacts import DONE, Artifact, artifact, wait_for_rank_zero
 from lmcot.data.example import Example
+from lmcot.export import check_trained_keys, export_best
 from lmcot.lm.base import LM
-from lmcot.lm.fingerprint import path_fingerprint
 from lmcot.lm.hf import HFModel
 from lmcot.metrics import exact_match
 from lmcot.precision import training_dtype, training_precision
@@ -262,30 +260,6 @@ class DistillModule(pl.LightningModule):
         check_trained_keys(self, checkpoint["state_dict"], "the checkpoint resumed from")
 
 
-def check_trained_keys(module: torch.nn.Module, state: dict, source: str) -> None:
-    """Fail unless ``state`` holds every trained parameter of ``module`` and nothing unknown.
-
-    Checkpoints hold the trained parameters only (LoRA: the adapters), so they are loaded with
-    ``strict=False``; without this check a renamed or missing key would leave the weights as
-    they were and export the last step as if it were the best.
-    """
-    names = set(module.state_dict())
-    lacking = sorted(n for n, p in module.named_parameters() if p.requires_grad and n not in state)
-    unknown = sorted(set(state) - names)
-    if lacking or unknown:
-        raise RuntimeError(
-            f"{source} does not fit the model: {len(lacking)} trained parameters missing "
-            f"(e.g. {lacking[:3]}), {len(unknown)} unknown keys (e.g. {unknown[:3]})"
-        )
-
-
-def load_trained(module: torch.nn.Module, path: str) -> None:
-    """Load a checkpoint's trained parameters into ``module``, checked key by key."""
-    state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
-    check_trained_keys(module, state, path)
-    module.load_state_dict(state, strict=False)
-
-
 @torch.no_grad()
 def reader_em(
     student: HFModel,
@@ -390,20 +364,6 @@ def _distill(cfg: DictConfig, art: Artifact) -> dict[str, float]:
                        "distill", "distilled")  # fmt: skip
 
 
-def export_best(trainer, module, best: str, student: HFModel, art: Artifact, metrics: dict,
-                stage: str, made: str) -> dict[str, float]:  # fmt: skip
-    """Reload the best checkpoint (not the last step's weights), prefix the metrics with the
-    stage and export from rank zero only (one writer under DDP/FSDP), logging "<made> student
-    exported" (the line tests and users grep for)."""
-    if best:
-        load_trained(module, best)
-    metrics = {f"{stage}/{k.replace('/', '_')}": v for k, v in metrics.items()}
-    if trainer.is_global_zero:
-        export(student, art, metrics)
-        log.info("%s student exported to %s", made, art.student)
-    return metrics
-
-
 def micro_batches(batch_size: int, micro_batch_size: int | None) -> tuple[int, int]:
     """(pairs per forward pass, forward passes per optimiser step) for ``distill.batch_size``
     pairs per step: activations of a micro-batch, not of the whole batch, are held at once.
@@ -418,20 +378,3 @@ def micro_batches(batch_size: int, micro_batch_size: int | None) -> tuple[int, i
             f"{batch_size}"
         )
     return micro, batch_size // micro
-
-
-def export(student: HFModel, art: Artifact, metrics: dict) -> None:
-    """Save the student as a plain transformers directory (LoRA merged), then mark it done.
-
-    Written beside the target and renamed into place, so a kill never leaves a half-written
-    student; the marker inside is written last of all.
-    """
-    model = student.model.merge_and_unload() if student.lora else student.model
-    partial = art.dir / f"student.partial-{os.getpid()}"
-    shutil.rmtree(partial, ignore_errors=True)
-    model.save_pretrained(partial)
-    student.tokenizer.save_pretrained(partial)
-    shutil.rmtree(art.student, ignore_errors=True)  # an interrupted earlier export
-    partial.rename(art.student)
-    art.write_manifest(metrics=metrics, student_fingerprint=path_fingerprint(art.student))
-    (art.student / DONE).write_text(json.dumps(metrics, indent=2))

@@ -3,11 +3,13 @@
 One training step: (1) rollout: the policy samples rationales for a batch of training questions
 (``group_size`` per question, one ``generate``); (2) the reward registry scores the decoded
 rationales (the ``task`` aspect asks the reader, through its cache); (3) the algorithm turns
-scores into advantages: ``PPO`` with a value head on the policy's trunk, a per-token KL penalty
-in the reward and GAE; ``GRPO`` relative to the other samples of the same question, KL in the
-loss or in the reward; (4) a few epochs of clipped-surrogate updates over minibatches.
-The loop is ours, not TRL's: TRL 1.x has no PPO for encoder-decoders and its GRPO is
-decoder-only, and the paper's students are FLAN-T5. The math lives in ``lmcot.rl``.
+scores into advantages (:mod:`lmcot.algorithms`): ``PPO`` with a value head on the policy's
+trunk, a per-token KL penalty in the reward and GAE; ``GRPO`` and ``RLOO`` relative to the other
+samples of the same question, KL in the loss or in the reward; (4) a few epochs of
+clipped-surrogate updates over minibatches of whole questions, each question's prompt computed
+once for its samples (:mod:`lmcot.lm.grouped`). The loop is ours, not TRL's: TRL 1.x has no
+PPO for encoder-decoders and its GRPO is decoder-only, and the paper's students are FLAN-T5.
+The math lives in ``lmcot.rl``.
 
 Reference model: with LoRA the reference is the policy with its adapters switched off
 (PEFT's ``disable_adapter``), so no second copy is held; only a student without LoRA gets a
@@ -16,8 +18,9 @@ frozen copy. The policy starts from the KD export with fresh adapters from the s
 Safety rails:
 - a rationale without reward (every aspect None, e.g. NaN/inf scores the registry dropped) gets
   no gradient at all: its tokens leave the loss mask and its group's statistics;
-- an empty rationale gets ``empty_penalty`` as its reward; one cut off by ``max_new_tokens``
-  gets its reward minus ``truncation_penalty`` (so rambling never pays);
+- an empty rationale gets the step's lowest reward minus ``empty_penalty`` standard deviations
+  of the step's rewards; one cut off by ``max_new_tokens`` gets no reward and no gradient
+  (``mask_truncated``; TRL's ``mask_truncated_completions``);
 - a mean KL to the reference above ``kl_limit`` stops the run, naming the step and the KL;
   a non-finite loss stops it too, before it can reach the weights.
 
@@ -43,8 +46,9 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from lmcot import artifacts, loggers, memory, rl
+from lmcot.algorithms import Batch
 from lmcot.data.example import Example
-from lmcot.distill import check_trained_keys, export_best
+from lmcot.export import check_trained_keys, export_best
 from lmcot.lm import grouped
 from lmcot.lm.base import LM, GenerationParams
 from lmcot.lm.hf import HFModel
@@ -55,165 +59,6 @@ from lmcot.prompts import FewShotPrompt, extract_answer, fit_prompts, token_coun
 from lmcot.rewards.registry import RewardRegistry, RewardScores
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Batch:
-    """One rollout batch as tensors: the prompts one row per question ``(Q, P)``, the rest one
-    row per sample, question-major (``N = Q * group_size``); the per-token ones ``(N, T)``."""
-
-    prompt_ids: torch.Tensor
-    prompt_mask: torch.Tensor
-    completion_ids: torch.Tensor
-    mask: torch.Tensor  # tokens that carry loss: chosen by the policy, sample has a reward
-    old_logp: torch.Tensor
-    ref_logp: torch.Tensor
-    advantages: torch.Tensor
-    old_values: torch.Tensor | None = None
-    returns: torch.Tensor | None = None
-
-    @property
-    def group_size(self) -> int:
-        return len(self.completion_ids) // len(self.prompt_ids)
-
-    def sample_rows(self, questions: torch.Tensor) -> torch.Tensor:
-        """The sample rows of ``questions``, question-major."""
-        return (questions[:, None] * self.group_size + torch.arange(self.group_size)).flatten()
-
-    def questions(self, index: torch.Tensor) -> "Batch":
-        """The questions ``index`` with all their samples (a group is never split)."""
-        rows = self.sample_rows(index)
-        return Batch(**{k: None if v is None else v[index if k.startswith("prompt") else rows]
-                        for k, v in vars(self).items()})  # fmt: skip
-
-
-class PPO:
-    """PPO as in the paper (Ziegler et al. 2019 style): KL penalty per token in the reward,
-    the sequence reward on the last token, GAE over a value head, whitened advantages.
-
-    The KL in the reward shapes the return, and whitening then rescales it to unit variance,
-    so past the point where it dominates the score the coefficient stops mattering: it is a
-    noisy score-function push towards the reference, not an anchor (coef 1000 left 13 of the
-    14 greedy tokens that drifted without it, docs/refine.md). ``kl_in_reward=False`` puts
-    ``coef * k3`` per token in the loss instead (as GRPO and e.g. verl's ``use_kl_loss``): its
-    pathwise gradient pulls every sampled token's log-prob back and grows with the
-    coefficient, which holds the policy near the reference (within about one Adam step).
-
-    The critic is a linear head on the policy's last hidden state, detached: it reads the
-    policy's features but never trains them, so the value loss cannot move the policy. A
-    critic that starts at zero makes GAE's advantage ``~ lam^(T-1-t) * R``, whose whitened
-    sign is set by the token's position, not by the reward: ``critic_warmup_steps`` first fit
-    the critic alone on rollouts of the unchanged policy, at its own ``value_lr``.
-
-    Args:
-        kl: KL controller (``lmcot.rl.AdaptiveKLController`` or ``FixedKLController``).
-        epochs: optimisation passes over each rollout batch.
-        minibatch_size: samples per optimiser step.
-        clip: ratio clip of the surrogate; value_clip: clip of the value update (None: none).
-        vf_coef: weight of the value loss.
-        gamma, lam: GAE discount and lambda over rationale tokens.
-        kl_in_reward: the paper's per-token ``-coef * k1`` in the reward (True), or
-            ``coef * k3`` per token in the loss (False).
-        critic_warmup_steps: steps at the start that update the critic only.
-        value_lr: the critic's learning rate (None: the policy's).
-    """
-
-    value_head = True
-    group_size = 1
-
-    def __init__(self, kl, epochs=2, minibatch_size=4, clip=0.2, value_clip=0.2, vf_coef=0.1,
-                 gamma=1.0, lam=0.95, kl_in_reward=True, critic_warmup_steps=0,
-                 value_lr=None):  # fmt: skip
-        self.kl, self.epochs, self.minibatch_size = kl, epochs, minibatch_size
-        self.clip, self.value_clip, self.vf_coef = clip, value_clip, vf_coef
-        self.gamma, self.lam, self.kl_in_reward = gamma, lam, kl_in_reward
-        self.critic_warmup_steps, self.value_lr = critic_warmup_steps, value_lr
-
-    def advantages(self, scores, logp, ref_logp, values, mask):
-        """(per-token advantages, returns) from sequence scores ``(N,)``."""
-        rewards = torch.zeros_like(logp)
-        if self.kl_in_reward:
-            rewards = -self.kl.value * rl.kl_estimate(logp, ref_logp, "k1") * mask
-        last = (mask.sum(1).long() - 1).clamp(min=0)
-        rewards[torch.arange(len(scores)), last] += scores
-        advantages, returns = rl.gae(rewards, values, mask, self.gamma, self.lam)
-        return rl.masked_whiten(advantages, mask), returns
-
-    def loss(self, logp, values, batch: Batch, critic_only: bool = False):
-        vloss = rl.value_loss(values, batch.old_values, batch.returns, batch.mask, self.value_clip)
-        if critic_only:
-            return self.vf_coef * vloss, {"value_loss": vloss}
-        policy, clip_ratio = rl.clipped_surrogate(
-            logp, batch.old_logp, batch.advantages, batch.mask, self.clip
-        )
-        if not self.kl_in_reward:
-            policy = policy + self.kl.value * kl_loss(logp, batch)
-        return policy + self.vf_coef * vloss, {"clip_ratio": clip_ratio, "value_loss": vloss}
-
-
-def kl_loss(logp: torch.Tensor, batch: Batch) -> torch.Tensor:
-    """The KL loss term: k3 (unbiased, never negative) per chosen token, averaged."""
-    return rl.masked_mean(rl.kl_estimate(logp, batch.ref_logp, "k3"), batch.mask)
-
-
-class GRPO:
-    """Group-relative policy optimisation (Shao et al. 2024): ``group_size`` rationales per
-    question, each advantage its reward against the group's mean (and std); no value head.
-
-    Args:
-        kl: KL controller; its value is beta.
-        group_size: samples per question (one ``generate`` with ``n=group_size``).
-        epochs, minibatch_size, clip: as in :class:`PPO`.
-        scale_rewards: divide by the group std (False: only centre, as Dr. GRPO).
-        kl_in_reward: subtract beta * KL (k1, summed over tokens) from each reward instead of
-            adding beta * k3 per token to the loss (GRPO's default).
-    """
-
-    value_head = False
-    critic_warmup_steps = 0
-
-    def __init__(self, kl, group_size=4, epochs=1, minibatch_size=8, clip=0.2,
-                 scale_rewards=True, kl_in_reward=False):  # fmt: skip
-        if group_size < 2:
-            raise ValueError(f"refine.algorithm.group_size must be >= 2 for GRPO: {group_size}")
-        self.kl, self.group_size, self.epochs = kl, group_size, epochs
-        self.minibatch_size, self.clip = minibatch_size, clip
-        self.scale_rewards, self.kl_in_reward = scale_rewards, kl_in_reward
-
-    def advantages(self, scores, logp, ref_logp, values, mask):
-        if self.kl_in_reward:
-            scores = scores - self.kl.value * (rl.kl_estimate(logp, ref_logp, "k1") * mask).sum(1)
-        valid = mask.sum(1) > 0
-        return self.group_advantages(scores, valid)[:, None] * mask, None
-
-    def group_advantages(self, scores, valid):
-        return rl.group_advantages(scores, self.group_size, valid, self.scale_rewards)
-
-    def loss(self, logp, values, batch: Batch, critic_only: bool = False):
-        policy, clip_ratio = rl.clipped_surrogate(
-            logp, batch.old_logp, batch.advantages, batch.mask, self.clip
-        )
-        if not self.kl_in_reward:
-            policy = policy + self.kl.value * kl_loss(logp, batch)
-        return policy, {"clip_ratio": clip_ratio}
-
-
-class RLOO(GRPO):
-    """REINFORCE leave-one-out (Ahmadian et al. 2024), with GRPO's clipped updates: each
-    sample's advantage is its reward minus the mean of the *other* samples of its question
-    (unbiased, no critic, no division by a group std that explodes when a group agrees).
-
-    Args: as :class:`GRPO`; ``scale_rewards`` must stay False (the baseline is not scaled).
-    """
-
-    def __init__(self, kl, group_size=4, epochs=1, minibatch_size=8, clip=0.2,
-                 scale_rewards=False, kl_in_reward=False):  # fmt: skip
-        if scale_rewards:
-            raise ValueError("refine.algorithm.scale_rewards must be false for RLOO")
-        super().__init__(kl, group_size, epochs, minibatch_size, clip, False, kl_in_reward)
-
-    def group_advantages(self, scores, valid):
-        return rl.leave_one_out_advantages(scores, self.group_size, valid)
 
 
 @dataclass(frozen=True)
@@ -228,27 +73,34 @@ class Rollouts:
 
 
 class ShapedReward:
-    """The registry's aggregate with the rails of the module doc: a rationale without reward
-    gets none (and no gradient), an empty one ``empty_penalty``, one cut off by
-    ``max_new_tokens`` its reward minus ``truncation_penalty``."""
+    """The registry's aggregate with the rails of the module doc, in the reward's own units.
 
-    def __init__(self, registry: RewardRegistry, empty_penalty: float = -1.0,
-                 truncation_penalty: float = 0.5):  # fmt: skip
+    A rationale without reward gets none (and no gradient); one cut off by ``max_new_tokens``
+    gets none either when ``mask_truncated`` (TRL's ``mask_truncated_completions``: its score
+    judges a fragment, not the rationale it would have become); an empty one the step's lowest
+    reward minus ``empty_penalty`` of the step's reward standard deviations. A fixed penalty
+    means nothing across reward settings: with ``reward.normalize`` the aggregate is a sum of
+    nine z-scores (spread about 3), raw it is a sum of scores in [0, 1].
+    """
+
+    def __init__(self, registry: RewardRegistry, empty_penalty: float = 1.0,
+                 mask_truncated: bool = True):  # fmt: skip
         self.registry = registry
-        self.empty_penalty, self.truncation_penalty = empty_penalty, truncation_penalty
+        self.empty_penalty, self.mask_truncated = empty_penalty, mask_truncated
 
     def __call__(self, prompts, texts, finished, examples) -> tuple[list, list, RewardScores]:
         """(reward per sample, has-reward flags, the registry's scores)."""
         scores = self.registry(prompts, texts, examples=examples)
-        rewards, valid = [], []
+        rewards: list[float | None] = []
         for text, done, score in zip(texts, finished, scores.aggregate):
-            if not text.strip():
-                score = self.empty_penalty
-            elif score is not None and not done:
-                score -= self.truncation_penalty
-            rewards.append(0.0 if score is None else float(score))
-            valid.append(score is not None)
-        return rewards, valid, scores
+            empty, cut = not text.strip(), self.mask_truncated and not done
+            rewards.append(None if empty or cut or score is None else float(score))
+        real = [r for r in rewards if r is not None]
+        floor = min(real, default=0.0) - self.empty_penalty * (
+            statistics.pstdev(real) if len(real) > 1 and len(set(real)) > 1 else 1.0
+        )
+        rewards = [floor if not t.strip() else r for t, r in zip(texts, rewards)]
+        return [0.0 if r is None else r for r in rewards], [r is not None for r in rewards], scores
 
     def raw_aggregate(self, prompts, texts, examples) -> list[float | None]:
         """The aggregate of the raw aspect scores, touching no running statistics: validation's
@@ -263,7 +115,8 @@ class RefineModule(pl.LightningModule):
     Args:
         student: the policy's wrapper (its ``.model`` is trained in place; LoRA or full).
         reward: the reward registry (``instantiate(cfg.reward, lm=reader)``) with its rails.
-        algorithm: :class:`PPO`, :class:`GRPO` or :class:`RLOO` (``cfg.refine.algorithm``).
+        algorithm: ``PPO``, ``GRPO`` or ``RLOO`` of :mod:`lmcot.algorithms`
+            (``cfg.refine.algorithm``).
         optimizer: a partial optimiser, given the trainable parameters (as groups: the
             critic's at the algorithm's ``value_lr``).
         rationale_prompt: the student's prompt; answer_prompt: the reader's LM-guided prompt.
@@ -606,9 +459,7 @@ def _refine(cfg: DictConfig, art: artifacts.Artifact, kd: Path) -> dict[str, flo
     reader = instantiate(cfg.reader)
     module = RefineModule(
         student,
-        reward=ShapedReward(
-            instantiate(cfg.reward, lm=reader), r.empty_penalty, r.truncation_penalty
-        ),
+        reward=ShapedReward(instantiate(cfg.reward, lm=reader), r.empty_penalty, r.mask_truncated),
         algorithm=instantiate(r.algorithm),
         optimizer=instantiate(r.optimizer),
         rationale_prompt=instantiate(cfg.prompts.rationale),

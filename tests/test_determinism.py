@@ -7,7 +7,7 @@ import torch
 from conftest import compose_cfg
 
 from lmcot.artifacts import artifact
-from lmcot.distill import load_trained
+from lmcot.export import load_trained
 from train import train
 
 LORA = "+student.lora={r: 4, lora_alpha: 8, target_modules: [q_proj, v_proj]}"

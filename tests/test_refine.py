@@ -16,11 +16,12 @@ from conftest import REPO, TEST_MODEL_DIR
 from hydra.utils import instantiate
 from safetensors.torch import load_file
 
+from lmcot.algorithms import Batch
 from lmcot.data import synthetic
 from lmcot.lm.base import GenerationParams
 from lmcot.lm.hf import HFModel
 from lmcot.prompts import FewShotPrompt
-from lmcot.refine import Batch, RefineModule, Rollouts, ShapedReward, dataloaders
+from lmcot.refine import RefineModule, Rollouts, ShapedReward, dataloaders
 from lmcot.rewards.registry import RewardRegistry
 from train import train
 
@@ -67,7 +68,7 @@ def build(cfg_factory, student, algo, reward=uppercase_share, lr=1e-2, *override
     make_optimizer = kw.pop("optimizer", torch.optim.AdamW)
     module = RefineModule(
         instantiate(cfg.student),
-        ShapedReward(RewardRegistry({"task": reward}), truncation_penalty=0.0),
+        ShapedReward(RewardRegistry({"task": reward}), mask_truncated=False),  # 8-token rollouts
         instantiate(cfg.refine.algorithm),
         optimizer=lambda params: make_optimizer(params, lr=lr),
         rationale_prompt=PROMPT,
@@ -211,6 +212,35 @@ def exact_kl_to_reference(module) -> float:
         reference = module.token_logits(module.reference, batch)[0].log_softmax(-1)
     kl = (policy.exp() * (policy - reference)).sum(-1)
     return float((kl * batch.mask).sum(1).mean())
+
+
+def shaped(scale: float = 1.0, **kw):
+    """Rewards of four rationales scored 1, 2, 3 (times ``scale``) and an empty one."""
+    scores = {"a": 1.0, "b": 2.0, "c": 3.0, "cut": 9.0, "": 0.0}
+    registry = RewardRegistry({"task": lambda prompts, completions, **_: [
+        scale * scores[c] for c in completions]})  # fmt: skip
+    texts = ["a", "b", "c", "cut", ""]
+    finished = [True, True, True, False, True]
+    rewards, valid, _ = ShapedReward(registry, **kw)(["p"] * 5, texts, finished, EXAMPLES[:5])
+    return rewards, valid
+
+
+def test_a_truncated_rationale_gets_no_reward_and_an_empty_one_the_worst():
+    rewards, valid = shaped()
+    assert valid == [True, True, True, False, True]  # cut off: no reward, no gradient
+    spread = torch.tensor([1.0, 2.0, 3.0]).std(unbiased=False).item()
+    assert rewards[4] == pytest.approx(1.0 - spread)  # one std below the worst real one
+    kept, valid = shaped(mask_truncated=False)
+    assert kept[3] == 9.0 and all(valid)
+
+
+def test_the_empty_penalty_is_in_the_rewards_own_units():
+    """Rewards ten times larger (nine z-scores summed instead of one score) move the empty
+    rationale's reward ten times as far: the penalty never shrinks to a rounding error."""
+    small, _ = shaped(1.0)
+    large, _ = shaped(10.0)
+    assert large[4] == pytest.approx(10 * small[4])
+    assert large[4] < min(large[:3]) and small[4] < min(small[:3])
 
 
 def test_none_nan_rewards_and_empty_rationales_give_finite_losses(cfg_factory, tmp_path):

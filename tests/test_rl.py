@@ -144,7 +144,7 @@ def test_value_loss_without_a_clip_is_the_plain_squared_error():
 
 
 def test_a_critic_that_predicts_the_return_leaves_no_advantage():
-    from lmcot.refine import PPO
+    from lmcot.algorithms import PPO
 
     ppo = PPO(rl.FixedKLController(0.0), gamma=1.0, lam=0.95)
     scores, mask = T([2.0, 5.0]), T([[1.0, 1.0, 1.0, 0.0], [1.0, 1.0, 1.0, 1.0]])

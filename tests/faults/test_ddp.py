@@ -64,5 +64,5 @@ def test_two_process_ddp_runs_every_stage_and_writes_once(tmp_path):
     assert log.count("refined student exported") == 1
     [grpo] = [p for p in exports(tmp_path, "refine") if p != ppo]
     manifest = json.loads((grpo.parent / "manifest.json").read_text())
-    assert manifest["inputs"]["refine"]["algorithm"]["_target_"] == "lmcot.refine.GRPO"
+    assert manifest["inputs"]["refine"]["algorithm"]["_target_"] == "lmcot.algorithms.GRPO"
     assert len(list(tmp_path.rglob("results.json"))) == 2

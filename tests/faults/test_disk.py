@@ -13,7 +13,7 @@ from harness import REPO, env
 from hydra.utils import instantiate
 
 import lmcot.artifacts
-import lmcot.distill
+import lmcot.export
 import lmcot.lm.hf
 import lmcot.results
 import lmcot.teacher
@@ -148,10 +148,10 @@ def test_full_disk_during_export_leaves_no_usable_student(tmp_path, monkeypatch)
 
     monkeypatch.setattr(student.model, "save_pretrained", save_then_fill)
     with pytest.raises(OSError):
-        lmcot.distill.export(student, art, {"m": 1.0})
+        lmcot.export.export(student, art, {"m": 1.0})
     assert not art.done and not art.student.exists()
     monkeypatch.setattr(student.model, "save_pretrained", real_save)
-    lmcot.distill.export(student, art, {"m": 1.0})
+    lmcot.export.export(student, art, {"m": 1.0})
     assert art.done
 
 
