@@ -285,6 +285,7 @@ def refine_artifact(cfg: DictConfig) -> Artifact:
     the validation EM (which picks the exported checkpoint)."""
     refine = OmegaConf.to_container(cfg.refine, resolve=True)
     refine.pop("log_table_every", None)  # how often samples are logged
+    refine.pop("probe", None)  # logged only: its draws leave the RNG and the reward's statistics
     refine.pop("activation_checkpointing", None)  # memory: the same gradients (lmcot.memory)
     inputs = {
         "distill": distill_artifact(cfg).key,

@@ -72,6 +72,18 @@ class Rollouts:
     temperature: float = 1.0
 
 
+@dataclass(frozen=True)
+class Probe:
+    """Every ``every`` steps (0: never), before the step, the policy samples one rationale for
+    each of the first ``questions`` training questions with the same seed each time: their raw
+    aspect means (``probe/<aspect>``) and the exact KL to the reference over the vocabulary,
+    summed over a rationale's tokens (``probe/kl``). The curve that shows learning: each step's
+    own reward is a mean over fresh questions, scored against a drifting normaliser."""
+
+    every: int = 0
+    questions: int = 8
+
+
 class ShapedReward:
     """The registry's aggregate with the rails of the module doc, in the reward's own units.
 
@@ -129,6 +141,7 @@ class RefineModule(pl.LightningModule):
             (:func:`lmcot.memory.checkpoint_layers`: less memory, the same gradients).
         shared_prompt: compute a question's prompt once for its group in every forward
             (:mod:`lmcot.lm.grouped`: the same log-probs); False runs every sample whole.
+        probe: the fixed probe of the policy (:class:`Probe`).
     """
 
     def __init__(
@@ -149,6 +162,7 @@ class RefineModule(pl.LightningModule):
         log_table_every: int = 10,
         activation_checkpointing: bool = False,
         shared_prompt: bool = True,
+        probe: Probe = Probe(),
     ):
         super().__init__()
         self.automatic_optimization = False
@@ -165,6 +179,7 @@ class RefineModule(pl.LightningModule):
         self.greedy = GenerationParams(**{**gen, "temperature": 0.0})
         self.kl_limit, self.max_grad_norm = kl_limit, max_grad_norm
         self.log_table_every, self.shared_prompt = log_table_every, shared_prompt
+        self.probe = probe
         self.model = student.model.eval()  # a submodule: Lightning moves and saves it
         if activation_checkpointing:
             memory.checkpoint_layers(self.model)
@@ -203,14 +218,17 @@ class RefineModule(pl.LightningModule):
         return picked, spread, value
 
     @torch.no_grad()
-    def reference_logp(self, batch: Batch) -> torch.Tensor:
+    def reference_logits(self, batch: Batch) -> torch.Tensor:
+        """The reference's ``logits / temperature`` over the completion tokens, in fp32."""
         if self.reference is not None:
             logits, _ = self.token_logits(self.reference, batch)
         else:
             with self.model.disable_adapter():
                 logits, _ = self.token_logits(self.model, batch)
-        logits = logits.float() / self.sampling.temperature
-        return rl.selective_logprobs(logits, batch.completion_ids)
+        return logits.float() / self.sampling.temperature
+
+    def reference_logp(self, batch: Batch) -> torch.Tensor:
+        return rl.selective_logprobs(self.reference_logits(batch), batch.completion_ids)
 
     # ---- one RL step -------------------------------------------------------------------
     def step_examples(self) -> list[Example]:
@@ -224,6 +242,8 @@ class RefineModule(pl.LightningModule):
     def training_step(self, _batch, batch_idx: int) -> None:
         self.model.eval()  # Lightning switches to train mode each epoch; dropout stays off
         memory.recompute_in_eval(self.model)  # marks checkpointed layers only: none when off
+        if self.probe.every and self.rl_step % self.probe.every == 0:
+            self.log_dict(self.probe_policy(), batch_size=self.probe.questions)
         rank = self.trainer.global_rank
         # the step's samples and minibatch shuffles, without moving the global RNG
         with seeded(self.seed * 1_000_003 + self.rl_step * 1_009 + rank, self.device):
@@ -309,6 +329,26 @@ class RefineModule(pl.LightningModule):
         return {name: statistics.fmean(values) for name, values in stats.items()}
 
     # ---- logging -----------------------------------------------------------------------
+    @torch.no_grad()
+    def probe_policy(self) -> dict[str, float]:
+        """The fixed probe (:class:`Probe`): raw aspect means and the exact KL to the reference."""
+        examples = self.train_examples[: self.probe.questions]
+        prompts, _ = fit_prompts(self.rationale_prompt, examples, self.count_tokens)
+        with seeded(self.seed * 1_000_003 + 999_983, self.device):  # the same draws each time
+            out = self.student.rollout(prompts, self.sampling)
+        batch = Batch(out["prompt_ids"], out["prompt_mask"], out["completion_ids"],
+                      out["completion_mask"].float(), None, None, None)  # fmt: skip
+        policy = self.token_logits(self.model, batch)[0].float() / self.sampling.temperature
+        policy, reference = policy.log_softmax(-1), self.reference_logits(batch).log_softmax(-1)
+        kl = (policy.exp() * (policy - reference)).sum(-1)
+        metrics = {"probe/kl": (kl * batch.mask).sum(1).mean().item()}
+        raw = self.reward.registry.score(prompts, out["texts"], examples=examples)
+        for aspect, values in raw.items():
+            present = [v for v in values if v is not None]
+            if present:
+                metrics[f"probe/{aspect}"] = statistics.fmean(present)
+        return metrics
+
     def diagnostics(self, batch: Batch, scores: RewardScores) -> dict[str, float]:
         """What shows a broken step in its first minutes: the advantage over the first and the
         last quarter of a rationale's tokens (a critic at zero makes the late ones larger),
@@ -474,6 +514,7 @@ def _refine(cfg: DictConfig, art: artifacts.Artifact, kd: Path) -> dict[str, flo
         log_table_every=r.log_table_every,
         activation_checkpointing=r.activation_checkpointing,
         shared_prompt=r.shared_prompt,
+        probe=Probe(**r.probe),
     )
     best = ModelCheckpoint(dirpath=out / "checkpoints", filename="best", monitor="val/em",
                            mode="max")  # fmt: skip

@@ -21,7 +21,7 @@ from lmcot.data import synthetic
 from lmcot.lm.base import GenerationParams
 from lmcot.lm.hf import HFModel
 from lmcot.prompts import FewShotPrompt
-from lmcot.refine import RefineModule, Rollouts, ShapedReward, dataloaders
+from lmcot.refine import Probe, RefineModule, Rollouts, ShapedReward, dataloaders
 from lmcot.rewards.registry import RewardRegistry
 from train import train
 
@@ -241,6 +241,29 @@ def test_the_empty_penalty_is_in_the_rewards_own_units():
     large, _ = shaped(10.0)
     assert large[4] == pytest.approx(10 * small[4])
     assert large[4] < min(large[:3]) and small[4] < min(small[:3])
+
+
+def test_the_probe_repeats_its_draws_and_sees_the_policy_leave_the_reference(
+    cfg_factory, tmp_path
+):
+    """Before any update the policy is the reference (LoRA's B is zero): exact KL 0, and the
+    same seed draws the same rationales; after updates the KL is positive."""
+    module, _ = build(cfg_factory, "tiny_llama", "grpo", uppercase_share, 1e-2, batch_size=2,
+                      probe=Probe(every=1, questions=3))  # fmt: skip
+    texts, rollout = [], module.student.rollout
+
+    def seen(*args, **kwargs):
+        out = rollout(*args, **kwargs)
+        texts.append(out["texts"])
+        return out
+
+    module.student.rollout = seen
+    first = module.probe_policy()
+    assert first["probe/kl"] == pytest.approx(0.0, abs=1e-6) and "probe/task" in first
+    again = module.probe_policy()
+    assert texts[0] == texts[1] and again == first
+    fit(module, 3, tmp_path)
+    assert module.probe_policy()["probe/kl"] > 1e-4
 
 
 def test_none_nan_rewards_and_empty_rationales_give_finite_losses(cfg_factory, tmp_path):
