@@ -233,6 +233,22 @@ class TestLMScorers:
         assert scorer([""], ["r."], examples=[EX]) == [pytest.approx(expected)]
         assert scorer.answers([""], ["r."], examples=[EX]) == [answer.strip()]
 
+    def test_dense_task_reward_is_the_readers_probability_of_the_gold_answer(self):
+        from lmcot.prompts import FewShotPrompt
+
+        class Reader(FakeLM):
+            def _logprobs(self, prompts, continuations):
+                self.seen = list(zip(prompts, continuations))
+                return [math.log(0.6 if "good" in p else 0.1) for p in prompts]
+
+        prompt = FewShotPrompt("v0", "Answer.", "{context}\n{question}\n{rationale}\nA:", "")
+        lm = Reader()
+        scorer = make_scorer("reader_likelihood", "task", lm=lm, prompt=prompt)
+        assert scorer(["", ""], ["a good one.", "a bad one."], examples=[EX, EX]) == [
+            pytest.approx(0.6), pytest.approx(0.1)]  # fmt: skip
+        assert [c for _, c in lm.seen] == [" Estford", " Estford"]
+        assert lm.seen[0][0].endswith("a good one.\nA:")
+
 
 class TestCheapScorers:
     def test_consistency_uses_reader_answers_before_gold(self):
@@ -343,6 +359,13 @@ class TestParaphrase:
         assert lexical["pairs"] >= 40
         assert lexical["by_corruption"]["negated"] < 0.7
         assert embedding["accuracy"] >= 0.9, embedding
+
+
+def test_the_dense_task_reward_is_chosen_from_the_command_line(cfg_factory):
+    cfg = cfg_factory("reader=tiny", "reward/scorer@reward.scorers.task=reader_likelihood",
+                      "reward.aspects=[task]", config_name="validate")  # fmt: skip
+    registry = instantiate(cfg.reward, lm=FakeLM())
+    assert registry([""], ["r."], examples=[EX]).aggregate == [pytest.approx(0.25)]
 
 
 def test_registry_from_config_with_cli_overrides(cfg_factory):

@@ -39,6 +39,7 @@ BACKENDS = {
     "flesch": "lmcot.rewards.readability",
     "answer_match": "lmcot.rewards.consistency",
     "reader": "lmcot.rewards.task",
+    "reader_likelihood": "lmcot.rewards.task",
 }
 
 SCORERS: dict[tuple[str, str], type] = {}
