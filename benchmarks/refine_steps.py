@@ -1,6 +1,8 @@
-"""Our PPO step against our GRPO step, and refine's peak memory with either reference.
+"""Our PPO step against our GRPO step, refine's peak memory with either reference, and a GRPO
+step with each question's prompt computed once against every sample run whole.
 
     python benchmarks/refine_steps.py [--steps 4] [--student S] [--lora-student S]
+    python benchmarks/refine_steps.py --shared-prompt [--rounds 3] [--lora-student S]
 
 Step time: the same student (``--student``, fp32 CPU), 16 rationales of 32 new tokens per step
 (PPO: 16 questions, its default 2 epochs x minibatches of 4; GRPO: 2 questions x 8, one update),
@@ -9,15 +11,26 @@ one warm-up step then ``steps`` timed ones, in this process one after the other.
 Memory: a LoRA student (``--lora-student``) refines a few steps in its own subprocess, once with
 the reference the LoRA-disabled policy (what ``RefineModule`` does) and once with a full frozen
 copy, each printing its peak RSS (``ru_maxrss``); prints both and the ratio.
+
+Shared prompt (``--shared-prompt``): the offline default's student and reward, GRPO with 8
+questions x 8 samples of 48 new tokens, bf16 where the CPU has it. One module samples with
+``generate``'s own repetition (each prompt prefilled once per sample) and runs every sample
+whole in its forwards (``shared_prompt=False``), as the code did before; the other prefills
+once and runs ``prompt | c1 | ... | c8`` per question. They take one step each in turn, the
+first round a warm-up, so load on the machine hits both alike; prints samples per second of
+each, where each step's time went, and the ratio.
 """
 
 import argparse
 import copy
+import functools
 import json
 import resource
+import statistics
 import subprocess
 import sys
 import time
+from collections import defaultdict
 
 import pytorch_lightning as pl
 import torch
@@ -26,6 +39,8 @@ from hydra.utils import instantiate
 
 import lmcot  # noqa: F401  (config resolvers)
 from lmcot.data import synthetic
+from lmcot.lm.hf import HFModel
+from lmcot.precision import training_dtype, training_precision
 from lmcot.prompts import FewShotPrompt
 from lmcot.refine import RefineModule, Rollouts, ShapedReward, dataloaders
 from lmcot.rewards.registry import RewardRegistry
@@ -81,15 +96,89 @@ def peak_rss(student: str, reference: str, steps: int) -> None:
     print(json.dumps({"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 
 
+def default_grpo(student: str, shared: bool, clock: dict) -> tuple[RefineModule, str]:
+    """GRPO 8 x 8 on the offline default's reward and student; ``clock`` sums the seconds of
+    the rollouts and the reward (the rest of a step: its forwards and updates)."""
+    with initialize(version_base="1.3", config_path="../conf"):
+        cfg = compose("train", overrides=[f"student={student}", "refine=grpo",
+                                          "refine.algorithm.minibatch_size=16"])  # fmt: skip
+    r = cfg.refine
+    model = instantiate(cfg.student, dtype=training_dtype(cfg.student, cfg.trainer))
+    reader = instantiate(cfg.reader, cache=None)  # every step asks the reader anew
+    module = RefineModule(
+        model, ShapedReward(instantiate(cfg.reward, lm=reader)), instantiate(r.algorithm),
+        optimizer=instantiate(r.optimizer), rationale_prompt=instantiate(cfg.prompts.rationale),
+        answer_prompt=instantiate(cfg.prompts.guided),
+        train_examples=synthetic.load(split="train", num_train=256),
+        rollouts=Rollouts(8, 48, temperature=1.0), log_table_every=0,
+        activation_checkpointing=r.activation_checkpointing, shared_prompt=shared,
+    )  # fmt: skip
+    if not shared:  # generate's own repetition: each prompt prefilled once per sample
+        model._sample = functools.partial(HFModel._sample, model)
+    model.rollout = timed(model.rollout, clock, "rollout")  # validation does not run here
+    registry = module.reward.registry
+    registry.score = timed(registry.score, clock, "reward")
+    return module, training_precision(cfg.trainer)
+
+
+def timed(fn, clock: dict, part: str):
+    @functools.wraps(fn)
+    def call(*args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            clock[part] += time.perf_counter() - start
+
+    return call
+
+
+def shared_prompt(student: str, rounds: int) -> None:
+    clocks = {shared: defaultdict(float) for shared in (False, True)}
+    modules = {shared: default_grpo(student, shared, clocks[shared]) for shared in clocks}
+    seconds = {shared: [] for shared in clocks}
+    for round_ in range(rounds + 1):  # round 0 warms up (lazy loads, first generate)
+        for shared, (module, precision) in modules.items():
+            if round_ == 1:
+                clocks[shared].clear()
+            start = time.perf_counter()
+            trainer = pl.Trainer(max_steps=module.rl_step + 1, accelerator="cpu", logger=False,
+                                 enable_checkpointing=False, enable_progress_bar=False,
+                                 precision=precision)  # fmt: skip
+            trainer.fit(module, dataloaders(1, [])[0])
+            if round_:
+                seconds[shared].append(time.perf_counter() - start)
+    samples = 64
+    print(f"{student}, GRPO 8 questions x 8 samples x 48 tokens, default reward, {precision}, "
+          f"{rounds} rounds (steps taken in turn):")  # fmt: skip
+    for shared, label in ((False, "whole rows (before)"), (True, "shared prompt")):
+        per_step = statistics.fmean(seconds[shared])
+        parts = {k: v / rounds for k, v in clocks[shared].items()}
+        parts["forwards + update"] = per_step - sum(parts.values())
+        parts = ", ".join(f"{k} {v:.1f} s" for k, v in parts.items())
+        print(f"  {label:20s} {per_step:6.1f} s/step, {samples / per_step:.2f} samples/s "
+              f"({parts})")  # fmt: skip
+    ratio = statistics.fmean(seconds[False]) / statistics.fmean(seconds[True])
+    print(f"  ratio: {ratio:.2f}x samples/s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--student", default="tiny_llama")
     parser.add_argument("--lora-student", default="smollm2_lora")
+    parser.add_argument(
+        "--shared-prompt",
+        action="store_true",
+        help="GRPO 8 x 8 on the default reward: shared prompt vs whole rows",
+    )
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         return peak_rss(args.lora_student, args.child, args.steps)
+    if args.shared_prompt:
+        return shared_prompt(args.lora_student, args.rounds)
 
     ppo = seconds_per_step(module(args.student, "ppo", 16, 32), args.steps)
     grpo = seconds_per_step(module(args.student, "grpo", 2, 32), args.steps)
