@@ -1,9 +1,12 @@
 """Our GRPO step against TRL's ``GRPOTrainer`` on the same model, prompts and reward.
 
     python benchmarks/refine_vs_trl.py [--steps 5] [--group 8] [--max-new-tokens 32]
+                                       [--prompt context|short]
 
 Both train the tiny random Llama of ``conf/student/tiny_llama.yaml`` (SmolLM2's tokenizer,
-fp32, CPU, no gradient checkpointing) on the same short prompts, 2 questions x ``group``
+fp32, CPU, no gradient checkpointing) on the same prompts (``context``: the student's own
+rationale prompt, question and paragraphs, ~150-190 tokens, about 5x the completions as in a
+real refinement; ``short``: the question alone, ~15 tokens), 2 questions x ``group``
 completions of ``max_new_tokens`` tokens per step (no stop string; a random model all but
 never samples EOS), one update per rollout, beta 0.04 (a frozen reference copy in both), the same
 reward function (share of upper-case characters). Each runs one warm-up step, then
@@ -12,6 +15,7 @@ each and the ratio.
 """
 
 import argparse
+import statistics
 import tempfile
 import time
 
@@ -31,8 +35,8 @@ from lmcot.refine import RefineModule, Rollouts, ShapedReward, dataloaders
 from lmcot.rewards.registry import RewardRegistry
 from lmcot.rl import FixedKLController
 
-PROMPT = FewShotPrompt("bench", "Write a rationale.", "Question: {question}\nRationale:",
-                       " {rationale}")  # fmt: skip
+SHORT = FewShotPrompt("bench", "Write a rationale.", "Question: {question}\nRationale:",
+                      " {rationale}")  # fmt: skip
 LR, BETA, QUESTIONS = 1e-5, 0.04, 2
 
 
@@ -40,10 +44,13 @@ def uppercase_share(prompts, completions, **_):
     return [sum(c.isupper() for c in t) / max(1, len(t.replace(" ", ""))) for t in completions]
 
 
-def student():
+def config():
     with initialize(version_base="1.3", config_path="../conf"):
-        cfg = compose("train", overrides=["student=tiny_llama"])
-    return instantiate(cfg.student)
+        return compose("train", overrides=["student=tiny_llama"])
+
+
+def student():
+    return instantiate(config().student)
 
 
 class StepClock:
@@ -70,15 +77,15 @@ class HFClock(TrainerCallback):
         self.on_step_end = clock.tick
 
 
-def ours(examples, steps: int, group: int, max_new_tokens: int) -> float:
+def ours(examples, prompt, steps: int, group: int, max_new_tokens: int) -> float:
     torch.manual_seed(0)
     module = RefineModule(
         student(),
         ShapedReward(RewardRegistry({"task": uppercase_share})),
         GRPO(FixedKLController(BETA), group_size=group, minibatch_size=QUESTIONS * group),
         optimizer=lambda params: torch.optim.AdamW(params, lr=LR),
-        rationale_prompt=PROMPT,
-        answer_prompt=PROMPT,
+        rationale_prompt=prompt,
+        answer_prompt=prompt,
         train_examples=examples,
         rollouts=Rollouts(QUESTIONS, max_new_tokens, temperature=1.0),
         log_table_every=0,
@@ -91,10 +98,10 @@ def ours(examples, steps: int, group: int, max_new_tokens: int) -> float:
     return clock.per_second(QUESTIONS * group)
 
 
-def trl(examples, steps: int, group: int, max_new_tokens: int) -> float:
+def trl(examples, prompt, steps: int, group: int, max_new_tokens: int) -> float:
     torch.manual_seed(0)
     model = student()
-    prompts = [str(PROMPT.render(ex)) for ex in examples]
+    prompts = [str(prompt.render(ex)) for ex in examples]
     clock = StepClock()
     with tempfile.TemporaryDirectory() as out:
         model.model.save_pretrained(f"{out}/model")  # TRL loads its reference copy from a path
@@ -124,12 +131,17 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--group", type=int, default=8)
     parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument("--prompt", choices=["context", "short"], default="context")
     args = parser.parse_args()
     examples = synthetic.load(split="train", num_train=64)
-    run = (examples, args.steps, args.group, args.max_new_tokens)
+    prompt = SHORT if args.prompt == "short" else instantiate(config().prompts.rationale)
+    tokens = student().tokenizer([str(prompt.render(ex)) for ex in examples])["input_ids"]
+    run = (examples, prompt, args.steps, args.group, args.max_new_tokens)
     theirs, mine = trl(*run), ours(*run)
     print(f"tiny_llama GRPO, {QUESTIONS} questions x {args.group} completions x "
-          f"{args.max_new_tokens} tokens, {args.steps} timed steps, fp32 CPU")  # fmt: skip
+          f"{args.max_new_tokens} tokens, {args.prompt} prompts of "
+          f"{statistics.fmean(map(len, tokens)):.0f} tokens on average, {args.steps} timed "
+          "steps, fp32 CPU")  # fmt: skip
     print(f"TRL GRPOTrainer: {theirs:.1f} completions/s")
     print(f"lmcot GRPO:      {mine:.1f} completions/s")
     print(f"ratio (ours / TRL): {mine / theirs:.2f}x")
