@@ -12,6 +12,7 @@ from hydra.core.hydra_config import HydraConfig
 
 import lmcot.distill
 import lmcot.evaluate
+import lmcot.export
 from lmcot.artifacts import DONE, artifact
 from lmcot.lm.hf import HFModel
 from lmcot.teacher import teacher_path
@@ -150,7 +151,7 @@ def test_interrupted_distillation_resumes_from_the_last_checkpoint(cfg_factory, 
     def crash(*args, **kwargs):
         raise KeyboardInterrupt("killed after training, before the export")
 
-    monkeypatch.setattr(lmcot.distill, "export", crash)
+    monkeypatch.setattr(lmcot.export, "export", crash)
     with pytest.raises(KeyboardInterrupt):
         train(cfg)
     last = artifact(cfg, "distill").dir / "checkpoints" / "last.ckpt"
