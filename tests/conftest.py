@@ -1,5 +1,6 @@
 """Compose configs the way the CLI does; keep every test offline and out of the user's cache."""
 
+import logging
 import os
 from pathlib import Path
 
@@ -22,6 +23,17 @@ import lmcot  # noqa: E402,F401  (registers the config resolvers)
 FIXTURES = REPO / "tests" / "fixtures"  # real rows, vendored: see its README.md
 HOTPOT_SAMPLE = FIXTURES / "hotpotqa" / "hotpot_dev_distractor_sample.json"
 TWOWIKI_SAMPLE = FIXTURES / "2wikimultihopqa" / "dev_sample.json"
+
+
+class Lines(logging.Handler):
+    """Keeps the messages of the log records it is given (attach it to a logger to read them)."""
+
+    def __init__(self):
+        super().__init__()
+        self.lines = []
+
+    def emit(self, record):
+        self.lines.append(record.getMessage())
 
 
 def compose_cfg(tmp_path: Path, *overrides: str, config_name: str = "eval"):

@@ -9,6 +9,7 @@ import warnings
 import pytest
 import pytorch_lightning as pl
 import torch
+from conftest import Lines
 from pytorch_lightning.utilities.rank_zero import rank_zero_info, rank_zero_warn
 
 from lmcot import loggers, quiet
@@ -60,15 +61,6 @@ KEPT_RECORDS = [
      "The following generation flags are not valid and may be ignored: ['temperature']."),
     ("sentence_transformers.base.model", "Use pytorch device_name: cpu"),
 ]  # fmt: skip
-
-
-class Lines(logging.Handler):
-    def __init__(self):
-        super().__init__()
-        self.lines = []
-
-    def emit(self, record):
-        self.lines.append(record.getMessage())
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import weakref
 from pathlib import Path
 
 import pytest
-from conftest import compose_cfg
+from conftest import Lines, compose_cfg
 from hydra.core.hydra_config import HydraConfig
 
 import lmcot.distill
@@ -20,15 +20,6 @@ from train import train
 
 TINY = ["debug=smoke", "student=tiny_llama", "data.num_train=12", "distill.val_em_limit=2"]
 SC2 = "decoding.sc.num_samples=2"
-
-
-class Lines(logging.Handler):
-    def __init__(self):
-        super().__init__()
-        self.lines = []
-
-    def emit(self, record):
-        self.lines.append(record.getMessage())
 
 
 @pytest.fixture(scope="module")

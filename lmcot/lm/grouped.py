@@ -84,11 +84,10 @@ def grouped_layout(prompt_mask: torch.Tensor, group: int, width: int):
     """
     questions, length = prompt_mask.shape
     total = length + group * width
-    segment = torch.arange(total, device=prompt_mask.device)
-    segment = torch.where(segment < length, -1, (segment - length) // width)  # -1: the prompt
+    index = torch.arange(total, device=prompt_mask.device)
+    segment = torch.where(index < length, -1, (index - length) // width)  # -1: the prompt
     slots_real = prompt_mask.new_ones(questions, group * width)
     real = torch.cat([prompt_mask, slots_real], 1).bool()
-    index = torch.arange(total, device=prompt_mask.device)
     causal = index[None, :] <= index[:, None]  # (query, key)
     same_slot = (segment[None, :] == segment[:, None]) & (segment[:, None] >= 0)
     sees = causal & ((segment[None, :] == -1) | same_slot)  # (L, L), before padding
