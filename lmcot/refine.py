@@ -536,5 +536,6 @@ def _refine(cfg: DictConfig, art: artifacts.Artifact, kd: Path) -> dict[str, flo
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     # the policy with the best validation EM, not the last
+    # adapters kept unmerged: a bf16 merge rounds most of RL's small update away (lmcot.export)
     return export_best(trainer, module, best.best_model_path, student, art, metrics, "refine",
-                       "refined")  # fmt: skip
+                       "refined", merge=False)  # fmt: skip

@@ -12,8 +12,10 @@ import functools
 import hashlib
 import json
 import logging
+from pathlib import Path
 
 import torch
+from omegaconf import OmegaConf
 from transformers import (
     AutoModelForCausalLM,
     AutoModelForSeq2SeqLM,
@@ -30,6 +32,8 @@ from lmcot.lm.sampling import keyed_sampling, row_seed, seeded
 from lmcot.precision import model_dtype
 
 log = logging.getLogger(__name__)
+
+ADAPTER_DIR = "adapter"  # LoRA adapters kept beside a student's base weights (lmcot.export)
 
 
 def sampling(params: GenerationParams) -> dict:
@@ -98,7 +102,8 @@ class HFModel(LM):
         self.chat_template = chat_template
         self.system_role = system_role
         self.fewshot_as_multiturn = fewshot_as_multiturn
-        self.lora = lora
+        # plain containers: PEFT writes its config as JSON when the adapters are exported
+        self.lora = OmegaConf.to_container(lora) if OmegaConf.is_config(lora) else lora
         self.trust_remote_code = trust_remote_code
         self._model = self._tokenizer = None
         self.prefill_tokens = 0  # prompt positions run through the model (prefill)
@@ -152,6 +157,14 @@ class HFModel(LM):
                 model = self.auto_class.from_pretrained(
                     self.name_or_path, dtype=self.dtype, trust_remote_code=self.trust_remote_code
                 )
+                adapter = Path(self.name_or_path, ADAPTER_DIR)
+                if adapter.is_dir():  # a refined student: unmerged, as it was trained
+                    if self.lora:
+                        raise ValueError(f"{self.name_or_path} holds LoRA adapters already; "
+                                         "load it with lora=None")  # fmt: skip
+                    from peft import PeftModel
+
+                    model = PeftModel.from_pretrained(model, adapter)
             if self.lora:
                 from peft import LoraConfig, get_peft_model
 
