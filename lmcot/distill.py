@@ -324,7 +324,10 @@ def _distill(cfg: DictConfig, art: Artifact) -> dict[str, float]:
     prompt = instantiate(cfg.distill.prompt)
     # the trainer's precision decides the compute (bf16-mixed: autocast), the student's
     # training dtype what is held: fp32 what is trained, a LoRA student's frozen base in bf16
-    student: HFModel = instantiate(cfg.student, dtype=training_dtype(cfg.student, cfg.trainer))
+    seed = cfg.distill.seed  # the KD student's own, not the run's (experiment=refine_dev)
+    pl.seed_everything(seed, workers=True, verbose=False)
+    student: HFModel = instantiate(cfg.student, dtype=training_dtype(cfg.student, cfg.trainer),
+                                   **({"seed": seed} if "seed" in cfg.student else {}))  # fmt: skip
     pairs = partial(training_pairs, examples=examples, prompt=prompt,
                     count_tokens=token_counter(student), objective=cfg.distill.objective,
                     answer_prompt=instantiate(cfg.distill.answer_prompt))  # fmt: skip
@@ -333,7 +336,7 @@ def _distill(cfg: DictConfig, art: Artifact) -> dict[str, float]:
     pairs_train, counts_train = pairs([r for r in rows if r["id"] not in val_ids])
     pairs_val, counts_val = pairs([r for r in rows if r["id"] in val_ids])
     micro, accumulate = micro_batches(cfg.distill.batch_size, cfg.distill.micro_batch_size)
-    datamodule = MultiHopDataModule(pairs_train, pairs_val, collate, micro, seed=cfg.seed)
+    datamodule = MultiHopDataModule(pairs_train, pairs_val, collate, micro, seed=seed)
     val_examples = [examples[i] for i in sorted(val_ids)][: cfg.distill.val_em_limit]
     module = DistillModule(
         student,

@@ -39,6 +39,19 @@ def test_what_changes_the_output_changes_the_key(cfg_factory):
         assert keys(cfg_factory(*TINY, change, config_name="train"))[1] != distill, change
 
 
+def test_a_pinned_distill_seed_keeps_one_kd_student_across_rl_seeds(cfg_factory):
+    def both(*overrides):
+        cfg = cfg_factory(*TINY, *overrides, config_name="train")
+        return artifact(cfg, "distill").key, artifact(cfg, "refine").key
+
+    pinned = ["data.seed=0", "distill.seed=0"]  # as experiment=refine_dev pins them
+    kd, rl = both(*pinned)
+    assert both() == (kd, rl)  # distill.seed follows seed by default: seed 0's keys unchanged
+    kd1, rl1 = both(*pinned, "seed=1")
+    assert kd1 == kd and rl1 != rl
+    assert both("data.seed=0", "distill.seed=1", "seed=1")[0] != kd
+
+
 def test_keys_hold_no_path_and_convert_no_model(tmp_path, cfg_factory):
     default = cfg_factory(f"paths.model_dir={tmp_path / 'models'}", config_name="train")
     art = artifact(default, "distill")
