@@ -42,7 +42,7 @@ from lmcot.data import synthetic
 from lmcot.lm.hf import HFModel
 from lmcot.precision import training_dtype, training_precision
 from lmcot.prompts import FewShotPrompt
-from lmcot.refine import RefineModule, Rollouts, ShapedReward, dataloaders
+from lmcot.refine import Logs, Policy, RefineModule, Rollouts, ShapedReward, Updates, dataloaders
 from lmcot.rewards.registry import RewardRegistry
 
 PROMPT = FewShotPrompt("bench", "Write a rationale.", "Question: {question}\nRationale:",
@@ -61,15 +61,12 @@ def module(student: str, algo: str, questions: int, max_new_tokens: int) -> Refi
     if algo == "grpo":
         algorithm.group_size, algorithm.minibatch_size = 8, 16
     return RefineModule(
-        instantiate(cfg.student),
+        Policy(instantiate(cfg.student)),
+        Rollouts(PROMPT, synthetic.load(split="train", num_train=64), questions, max_new_tokens),
         ShapedReward(RewardRegistry({"task": uppercase_share})),
         algorithm,
-        optimizer=lambda params: torch.optim.AdamW(params, lr=1e-5),
-        rationale_prompt=PROMPT,
-        answer_prompt=PROMPT,
-        train_examples=synthetic.load(split="train", num_train=64),
-        rollouts=Rollouts(questions, max_new_tokens, temperature=1.0),
-        log_table_every=0,
+        Updates(lambda params: torch.optim.AdamW(params, lr=1e-5)),
+        logs=Logs(table_every=0),
     )
 
 
@@ -106,12 +103,11 @@ def default_grpo(student: str, shared: bool, clock: dict) -> tuple[RefineModule,
     model = instantiate(cfg.student, dtype=training_dtype(cfg.student, cfg.trainer))
     reader = instantiate(cfg.reader, cache=None)  # every step asks the reader anew
     module = RefineModule(
-        model, ShapedReward(instantiate(cfg.reward, lm=reader)), instantiate(r.algorithm),
-        optimizer=instantiate(r.optimizer), rationale_prompt=instantiate(cfg.prompts.rationale),
-        answer_prompt=instantiate(cfg.prompts.guided),
-        train_examples=synthetic.load(split="train", num_train=256),
-        rollouts=Rollouts(8, 48, temperature=1.0), log_table_every=0,
-        activation_checkpointing=r.activation_checkpointing, shared_prompt=shared,
+        Policy(model, r.activation_checkpointing, shared_prompt=shared),
+        Rollouts(instantiate(cfg.prompts.rationale), synthetic.load(split="train", num_train=256),
+                 batch_size=8, max_new_tokens=48),
+        ShapedReward(instantiate(cfg.reward, lm=reader)), instantiate(r.algorithm),
+        Updates(instantiate(r.optimizer)), logs=Logs(table_every=0),
     )  # fmt: skip
     if not shared:  # generate's own repetition: each prompt prefilled once per sample
         model._sample = functools.partial(HFModel._sample, model)

@@ -31,7 +31,7 @@ import lmcot  # noqa: F401  (config resolvers)
 from lmcot.algorithms import GRPO
 from lmcot.data import synthetic
 from lmcot.prompts import FewShotPrompt
-from lmcot.refine import RefineModule, Rollouts, ShapedReward, dataloaders
+from lmcot.refine import Logs, Policy, RefineModule, Rollouts, ShapedReward, Updates, dataloaders
 from lmcot.rewards.registry import RewardRegistry
 from lmcot.rl import FixedKLController
 
@@ -80,15 +80,12 @@ class HFClock(TrainerCallback):
 def ours(examples, prompt, steps: int, group: int, max_new_tokens: int) -> float:
     torch.manual_seed(0)
     module = RefineModule(
-        student(),
+        Policy(student()),
+        Rollouts(prompt, examples, QUESTIONS, max_new_tokens, temperature=1.0),
         ShapedReward(RewardRegistry({"task": uppercase_share})),
         GRPO(FixedKLController(BETA), group_size=group, minibatch_size=QUESTIONS * group),
-        optimizer=lambda params: torch.optim.AdamW(params, lr=LR),
-        rationale_prompt=prompt,
-        answer_prompt=prompt,
-        train_examples=examples,
-        rollouts=Rollouts(QUESTIONS, max_new_tokens, temperature=1.0),
-        log_table_every=0,
+        Updates(lambda params: torch.optim.AdamW(params, lr=LR)),
+        logs=Logs(table_every=0),
     )
     clock = StepClock()
     trainer = pl.Trainer(max_epochs=1, accelerator="cpu", logger=False,

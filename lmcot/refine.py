@@ -62,14 +62,55 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class Rollouts:
-    """What each step samples: ``batch_size`` training questions (per rank under DDP), the
-    algorithm's ``group_size`` rationales each, of at most ``max_new_tokens`` at
-    ``temperature`` (validation decodes greedily with the same budget)."""
+class Policy:
+    """The student RL trains in place (its ``.model``, LoRA or full) and how its forwards run;
+    the reference is derived from it (the module doc).
 
+    ``activation_checkpointing``: recompute each layer's activations in the backward pass
+    (:func:`lmcot.memory.checkpoint_layers`: less memory, the same gradients).
+    ``shared_prompt``: compute a question's prompt once for its group in every forward
+    (:mod:`lmcot.lm.grouped`: the same log-probs); False runs every sample whole."""
+
+    student: HFModel
+    activation_checkpointing: bool = False
+    shared_prompt: bool = True
+
+
+@dataclass(frozen=True)
+class Rollouts:
+    """What each step samples: ``batch_size`` of the training ``examples`` (per rank under
+    DDP) in the student's ``prompt``, the algorithm's ``group_size`` rationales each, of at most
+    ``max_new_tokens`` at ``temperature`` (validation decodes greedily with the same prompt and
+    budget). ``seed`` seeds every step's draws, with the step and the rank, and the probe's."""
+
+    prompt: FewShotPrompt
+    examples: list[Example]
     batch_size: int = 4
     max_new_tokens: int = 48
     temperature: float = 1.0
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Updates:
+    """How the algorithm's updates reach the weights: ``optimizer``, a partial optimiser given
+    the trainable parameters (as groups: the critic's at the algorithm's ``value_lr``), with
+    gradients clipped to ``max_grad_norm`` (None: unclipped); a step whose mean KL to the
+    reference exceeds ``kl_limit`` stops the run before its update (the module doc's rails)."""
+
+    optimizer: partial
+    max_grad_norm: float | None = 1.0
+    kl_limit: float = 50.0
+
+
+@dataclass(frozen=True)
+class Validation:
+    """What each epoch's validation asks of the policy's greedy rationales for the held-out
+    questions (the val loader's, :func:`dataloaders`): their mean raw reward (``val/reward``)
+    and, with a ``reader``, its exact match answering through ``answer_prompt`` (``val/em``)."""
+
+    reader: LM | None = None
+    answer_prompt: FewShotPrompt | None = None
 
 
 @dataclass(frozen=True)
@@ -82,6 +123,15 @@ class Probe:
 
     every: int = 0
     questions: int = 8
+
+
+@dataclass(frozen=True)
+class Logs:
+    """What is logged beside each step's metrics: every ``table_every`` steps (0: never) a table
+    of the step's sample rationales with their scores, and the fixed ``probe``."""
+
+    table_every: int = 10
+    probe: Probe = Probe()
 
 
 class ShapedReward:
@@ -125,66 +175,44 @@ class RefineModule(pl.LightningModule):
     """RL refinement of the student; manual optimisation (rollout, score, several updates).
 
     Args:
-        student: the policy's wrapper (its ``.model`` is trained in place; LoRA or full).
-        reward: the reward registry (``instantiate(cfg.reward, lm=reader)``) with its rails.
+        policy: the student trained in place and its forwards' options (:class:`Policy`).
+        rollouts: what each step samples, and from which questions (:class:`Rollouts`).
+        reward: the reward registry (``instantiate(cfg.reward, lm=reader)``) with its rails
+            (:class:`ShapedReward`).
         algorithm: ``PPO``, ``GRPO`` or ``RLOO`` of :mod:`lmcot.algorithms`
-            (``cfg.refine.algorithm``).
-        optimizer: a partial optimiser, given the trainable parameters (as groups: the
-            critic's at the algorithm's ``value_lr``).
-        rationale_prompt: the student's prompt; answer_prompt: the reader's LM-guided prompt.
-        train_examples: questions to roll out on; val_examples: held-out training questions.
-        reader: the reader for validation EM (None: validation logs the reward only).
-        rollouts: what each step samples (:class:`Rollouts`); seed: seeds each step's draws.
-        kl_limit, max_grad_norm: see the module doc.
-        log_table_every: log a table of sample rationales every this many steps (0: never).
-        activation_checkpointing: recompute each layer's activations in the backward pass
-            (:func:`lmcot.memory.checkpoint_layers`: less memory, the same gradients).
-        shared_prompt: compute a question's prompt once for its group in every forward
-            (:mod:`lmcot.lm.grouped`: the same log-probs); False runs every sample whole.
-        probe: the fixed probe of the policy (:class:`Probe`).
+            (``cfg.refine.algorithm``): advantages, losses, minibatches, the KL controller.
+        updates: the optimiser and the rails around each update (:class:`Updates`).
+        validation: the reader and its prompt for validation EM (:class:`Validation`; the
+            default, no reader, logs the reward only).
+        logs: sample tables and the fixed probe (:class:`Logs`).
     """
 
     def __init__(
         self,
-        student: HFModel,
+        policy: Policy,
+        rollouts: Rollouts,
         reward: ShapedReward,
         algorithm,
-        optimizer: partial,
-        rationale_prompt: FewShotPrompt,
-        answer_prompt: FewShotPrompt,
-        train_examples: list[Example],
-        val_examples: list[Example] | None = None,
-        reader: LM | None = None,
-        rollouts: Rollouts = Rollouts(),
-        seed: int = 0,
-        kl_limit: float = 50.0,
-        max_grad_norm: float = 1.0,
-        log_table_every: int = 10,
-        activation_checkpointing: bool = False,
-        shared_prompt: bool = True,
-        probe: Probe = Probe(),
+        updates: Updates,
+        validation: Validation = Validation(),
+        logs: Logs = Logs(),
     ):
         super().__init__()
         self.automatic_optimization = False
-        self.student, self.reward, self.algorithm = student, reward, algorithm
-        self.reader = reader
-        self.optimizer_factory = optimizer
-        self.rationale_prompt, self.answer_prompt = rationale_prompt, answer_prompt
-        self.count_tokens = token_counter(student)  # the rule that fits prompts everywhere
-        self.train_examples, self.val_examples = train_examples, val_examples or []
-        self.batch_size, self.seed = rollouts.batch_size, seed
-        gen = {**rationale_prompt.generation, "max_new_tokens": rollouts.max_new_tokens,
+        self.student, self.reward, self.algorithm = policy.student, reward, algorithm
+        self.rollouts, self.updates = rollouts, updates
+        self.validation, self.logs = validation, logs
+        self.shared_prompt = policy.shared_prompt
+        self.count_tokens = token_counter(self.student)  # the rule that fits prompts everywhere
+        gen = {**rollouts.prompt.generation, "max_new_tokens": rollouts.max_new_tokens,
                "temperature": rollouts.temperature}  # fmt: skip
         self.sampling = GenerationParams(**gen)
         self.greedy = GenerationParams(**{**gen, "temperature": 0.0})
-        self.kl_limit, self.max_grad_norm = kl_limit, max_grad_norm
-        self.log_table_every, self.shared_prompt = log_table_every, shared_prompt
-        self.probe = probe
-        self.model = student.model.eval()  # a submodule: Lightning moves and saves it
-        if activation_checkpointing:
+        self.model = self.student.model.eval()  # a submodule: Lightning moves and saves it
+        if policy.activation_checkpointing:
             memory.checkpoint_layers(self.model)
         self.encoder_decoder = self.model.config.is_encoder_decoder
-        self.lora = bool(student.lora)
+        self.lora = bool(self.student.lora)
         self.reference = None
         if not self.lora:  # no adapter to switch off: a frozen copy is the reference
             import copy
@@ -234,26 +262,27 @@ class RefineModule(pl.LightningModule):
     def step_examples(self) -> list[Example]:
         """This step's questions for this rank: a seeded draw, the same after a resume."""
         world, rank = self.trainer.world_size, self.trainer.global_rank
-        g = torch.Generator().manual_seed(self.seed * 100_003 + self.rl_step)
-        order = torch.randperm(len(self.train_examples), generator=g).tolist()
-        wanted = order[: self.batch_size * world][rank::world]
-        return [self.train_examples[i] for i in wanted]
+        g = torch.Generator().manual_seed(self.rollouts.seed * 100_003 + self.rl_step)
+        order = torch.randperm(len(self.rollouts.examples), generator=g).tolist()
+        wanted = order[: self.rollouts.batch_size * world][rank::world]
+        return [self.rollouts.examples[i] for i in wanted]
 
     def training_step(self, _batch, batch_idx: int) -> None:
         self.model.eval()  # Lightning switches to train mode each epoch; dropout stays off
         memory.recompute_in_eval(self.model)  # marks checkpointed layers only: none when off
-        if self.probe.every and self.rl_step % self.probe.every == 0:
-            self.log_dict(self.probe_policy(), batch_size=self.probe.questions)
+        probe = self.logs.probe
+        if probe.every and self.rl_step % probe.every == 0:
+            self.log_dict(self.probe_policy(), batch_size=probe.questions)
         rank = self.trainer.global_rank
         # the step's samples and minibatch shuffles, without moving the global RNG
-        with seeded(self.seed * 1_000_003 + self.rl_step * 1_009 + rank, self.device):
+        with seeded(self.rollouts.seed * 1_000_003 + self.rl_step * 1_009 + rank, self.device):
             self.rollout_and_update()
         self.rl_step += 1
 
     def rollout_and_update(self) -> None:
         """Roll out, score, compute advantages and update: one RL step."""
         examples = self.step_examples()
-        prompts, _ = fit_prompts(self.rationale_prompt, examples, self.count_tokens)
+        prompts, _ = fit_prompts(self.rollouts.prompt, examples, self.count_tokens)
         k = self.algorithm.group_size
         out = self.student.rollout(prompts, self.sampling, n=k)
         examples = [ex for ex in examples for _ in range(k)]
@@ -278,10 +307,11 @@ class RefineModule(pl.LightningModule):
         chosen = batch.mask.clone()  # every chosen token, for the logged KL and entropy
         batch.mask = batch.mask * valid[:, None]  # no reward, no gradient
         kl = (rl.kl_estimate(batch.old_logp, batch.ref_logp, "k1") * chosen).sum(1).mean().item()
-        if kl > self.kl_limit:
+        limit = self.updates.kl_limit
+        if kl > limit:
             raise RuntimeError(
                 f"refine step {self.rl_step}: KL to the reference {kl:.3f} exceeds "
-                f"refine.kl_limit={self.kl_limit}; lower the learning rate or raise the KL coef"
+                f"refine.kl_limit={limit}; lower the learning rate or raise the KL coef"
             )
         batch.advantages, batch.returns = self.algorithm.advantages(
             rewards, batch.old_logp, batch.ref_logp, values, batch.mask
@@ -322,7 +352,7 @@ class RefineModule(pl.LightningModule):
                     raise FloatingPointError(f"refine step {self.rl_step}: non-finite loss {loss}")
                 optimizer.zero_grad()
                 self.manual_backward(loss)
-                self.clip_gradients(optimizer, gradient_clip_val=self.max_grad_norm)
+                self.clip_gradients(optimizer, gradient_clip_val=self.updates.max_grad_norm)
                 optimizer.step()
                 for name, value in {"loss": loss, **parts}.items():
                     stats.setdefault(name, []).append(float(value.detach()))
@@ -332,9 +362,10 @@ class RefineModule(pl.LightningModule):
     @torch.no_grad()
     def probe_policy(self) -> dict[str, float]:
         """The fixed probe (:class:`Probe`): raw aspect means and the exact KL to the reference."""
-        examples = self.train_examples[: self.probe.questions]
-        prompts, _ = fit_prompts(self.rationale_prompt, examples, self.count_tokens)
-        with seeded(self.seed * 1_000_003 + 999_983, self.device):  # the same draws each time
+        examples = self.rollouts.examples[: self.logs.probe.questions]
+        prompts, _ = fit_prompts(self.rollouts.prompt, examples, self.count_tokens)
+        seed = self.rollouts.seed * 1_000_003 + 999_983  # the same draws each time
+        with seeded(seed, self.device):
             out = self.student.rollout(prompts, self.sampling)
         batch = Batch(out["prompt_ids"], out["prompt_mask"], out["completion_ids"],
                       out["completion_mask"].float(), None, None, None)  # fmt: skip
@@ -388,8 +419,8 @@ class RefineModule(pl.LightningModule):
         self.log_dict(metrics, batch_size=len(rewards))
 
     def maybe_log_table(self, examples, texts, scores, rewards) -> None:
-        """Every ``log_table_every`` steps, sample rationales with their per-aspect scores."""
-        if not self.log_table_every or self.rl_step % self.log_table_every:
+        """Every ``logs.table_every`` steps, sample rationales with their per-aspect scores."""
+        if not self.logs.table_every or self.rl_step % self.logs.table_every:
             return
         rows = scores.rows()
         columns = ["step", "id", "rationale", *rows[0], "reward"]
@@ -401,14 +432,14 @@ class RefineModule(pl.LightningModule):
     # ---- validation --------------------------------------------------------------------
     def validation_step(self, examples: list[Example], batch_idx: int) -> None:
         """Reader EM with the current policy's greedy rationales, and their mean reward."""
-        prompts, _ = fit_prompts(self.rationale_prompt, examples, self.count_tokens)
+        prompts, _ = fit_prompts(self.rollouts.prompt, examples, self.count_tokens)
         texts = self.student.rollout(prompts, self.greedy)["texts"]
         present = [s for s in self.reward.raw_aggregate(prompts, texts, examples) if s is not None]
         metrics = {"val/reward": statistics.fmean(present) if present else 0.0}
-        if self.reader is not None:
-            answers = self.reader.generate(
-                [self.answer_prompt.render(ex, rationale=t) for ex, t in zip(examples, texts)],
-                self.answer_prompt.params,
+        reader, prompt = self.validation.reader, self.validation.answer_prompt
+        if reader is not None:
+            answers = reader.generate(
+                [prompt.render(ex, rationale=t) for ex, t in zip(examples, texts)], prompt.params
             )
             metrics["val/em"] = statistics.fmean(
                 exact_match(extract_answer(a[0]), ex.golds) for ex, a in zip(examples, answers)
@@ -424,7 +455,7 @@ class RefineModule(pl.LightningModule):
         if critic:
             lr = getattr(self.algorithm, "value_lr", None)
             groups.append({"params": critic, **({"lr": lr} if lr else {})})
-        return self.optimizer_factory(params=groups)
+        return self.updates.optimizer(params=groups)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         trainable = {n for n, p in self.named_parameters() if p.requires_grad}
@@ -498,24 +529,15 @@ def _refine(cfg: DictConfig, art: artifacts.Artifact, kd: Path) -> dict[str, flo
     )  # fmt: skip
     reader = instantiate(cfg.reader)
     module = RefineModule(
-        student,
-        reward=ShapedReward(instantiate(cfg.reward, lm=reader), r.empty_penalty, r.mask_truncated),
-        algorithm=instantiate(r.algorithm),
-        optimizer=instantiate(r.optimizer),
-        rationale_prompt=instantiate(cfg.prompts.rationale),
-        answer_prompt=instantiate(cfg.prompts.guided),
-        train_examples=train_examples,
-        val_examples=val_examples,
-        reader=reader,
-        rollouts=Rollouts(r.batch_size, r.max_new_tokens, r.temperature),
-        seed=cfg.seed,
-        kl_limit=r.kl_limit,
-        max_grad_norm=r.max_grad_norm,
-        log_table_every=r.log_table_every,
-        activation_checkpointing=r.activation_checkpointing,
-        shared_prompt=r.shared_prompt,
-        probe=Probe(**r.probe),
-    )
+        Policy(student, r.activation_checkpointing, r.shared_prompt),
+        Rollouts(instantiate(cfg.prompts.rationale), train_examples, r.batch_size,
+                 r.max_new_tokens, r.temperature, cfg.seed),
+        ShapedReward(instantiate(cfg.reward, lm=reader), r.empty_penalty, r.mask_truncated),
+        instantiate(r.algorithm),
+        Updates(instantiate(r.optimizer), r.max_grad_norm, r.kl_limit),
+        Validation(reader, instantiate(cfg.prompts.guided)),
+        Logs(r.log_table_every, Probe(**r.probe)),
+    )  # fmt: skip
     best = ModelCheckpoint(dirpath=out / "checkpoints", filename="best", monitor="val/em",
                            mode="max")  # fmt: skip
     last = ModelCheckpoint(dirpath=out / "checkpoints", save_top_k=0, save_last=True,

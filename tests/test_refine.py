@@ -21,7 +21,16 @@ from lmcot.data import synthetic
 from lmcot.lm.base import GenerationParams
 from lmcot.lm.hf import HFModel
 from lmcot.prompts import FewShotPrompt
-from lmcot.refine import Probe, RefineModule, Rollouts, ShapedReward, dataloaders
+from lmcot.refine import (
+    Logs,
+    Policy,
+    Probe,
+    RefineModule,
+    Rollouts,
+    ShapedReward,
+    Updates,
+    dataloaders,
+)
 from lmcot.rewards.registry import RewardRegistry
 from train import train
 
@@ -62,21 +71,19 @@ def read_uppercase_along_one_direction(student, strength: float = 6.0) -> None:
         head.weight += scale * (share - share.mean())[:, None] * u[None, :]
 
 
-def build(cfg_factory, student, algo, reward=uppercase_share, lr=1e-2, *overrides, **kw):
+def build(cfg_factory, student, algo, reward=uppercase_share, lr=1e-2, *overrides,
+          batch_size=4, optimizer=torch.optim.AdamW, probe=None, **rails):  # fmt: skip
+    """A module on ``PROMPT`` and ``EXAMPLES`` with 8-token rollouts and no reader;
+    ``rails``: :class:`Updates`' ``max_grad_norm`` and ``kl_limit``."""
     cfg = cfg_factory("debug=smoke", f"student={student}", f"refine={algo}", *overrides,
                       config_name="train")  # fmt: skip
-    make_optimizer = kw.pop("optimizer", torch.optim.AdamW)
     module = RefineModule(
-        instantiate(cfg.student),
+        Policy(instantiate(cfg.student)),
+        Rollouts(PROMPT, EXAMPLES, batch_size, max_new_tokens=8),
         ShapedReward(RewardRegistry({"task": reward}), mask_truncated=False),  # 8-token rollouts
         instantiate(cfg.refine.algorithm),
-        optimizer=lambda params: make_optimizer(params, lr=lr),
-        rationale_prompt=PROMPT,
-        answer_prompt=instantiate(cfg.prompts.guided),
-        train_examples=EXAMPLES,
-        rollouts=Rollouts(kw.pop("batch_size", 4), 8, kw.pop("temperature", 1.0)),
-        log_table_every=0,
-        **kw,
+        Updates(lambda params: optimizer(params, lr=lr), **rails),
+        logs=Logs(table_every=0, probe=probe or Probe()),
     )
     seen = {"reward": [], "kl": [], "loss": []}
     log_step = module.log_step
