@@ -326,8 +326,10 @@ def _distill(cfg: DictConfig, art: Artifact) -> dict[str, float]:
     # training dtype what is held: fp32 what is trained, a LoRA student's frozen base in bf16
     seed = cfg.distill.seed  # the KD student's own, not the run's (experiment=refine_dev)
     pl.seed_everything(seed, workers=True, verbose=False)
-    student: HFModel = instantiate(cfg.student, dtype=training_dtype(cfg.student, cfg.trainer),
-                                   **({"seed": seed} if "seed" in cfg.student else {}))  # fmt: skip
+    own_seed = {"seed": seed} if "seed" in cfg.student else {}
+    student: HFModel = instantiate(
+        cfg.student, dtype=training_dtype(cfg.student, cfg.trainer), **own_seed
+    )
     pairs = partial(training_pairs, examples=examples, prompt=prompt,
                     count_tokens=token_counter(student), objective=cfg.distill.objective,
                     answer_prompt=instantiate(cfg.distill.answer_prompt))  # fmt: skip

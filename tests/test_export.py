@@ -70,6 +70,7 @@ def test_a_refined_bf16_student_exports_unmerged_and_computes_what_was_trained(c
                for k in adapted]  # fmt: skip
     assert adapted and sum(changed) / len(changed) < 0.25
 
+
 def test_loading_a_refined_student_with_new_adapters_is_refused(cfg_factory):
     cfg = cfg_factory("debug=smoke", "student=tiny_llama", config_name="train")
     art = artifact(cfg, "refine")
@@ -77,4 +78,4 @@ def test_loading_a_refined_student_with_new_adapters_is_refused(cfg_factory):
     student = instantiate(cfg.student, name_or_path=str(art.student), tokenizer=None,
                           model_config=None, lora=LORA, cache=None)  # fmt: skip
     with pytest.raises(ValueError, match="holds LoRA adapters already"):
-        student.model
+        student.generate(PROMPTS, GenerationParams(max_new_tokens=1))  # loads the model
