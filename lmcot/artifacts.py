@@ -266,23 +266,24 @@ def distill_artifact(cfg: DictConfig) -> Artifact:
     distill = OmegaConf.to_container(cfg.distill, resolve=True)
     distill.pop("val_em_limit", None)  # a logged metric; checkpoints are chosen on val/loss
     distill.pop("activation_checkpointing", None)  # memory: the same gradients (lmcot.memory)
-    seed = distill.pop("seed", cfg.seed)  # keyed as the run's seed was before it had its own
+    distill.pop("seed")  # keyed below as the run's seed was before distillation had its own
     for name in ("prompt", "answer_prompt"):
         distill[name] = trained_prompt(distill[name])
     inputs = {
         "teacher": teacher_artifact(cfg).key,
-        "student": _with_seed(student_identity(cfg.student, cfg.trainer), seed),
+        "student": student_identity(cfg.student, cfg.trainer) | distill_student_seed(cfg),
         "prompt": trained_prompt(cfg.prompts.rationale),
         "distill": distill,
         "trainer": trainer_knobs(cfg),
-        "seed": seed,
+        "seed": cfg.distill.seed,
     }
     return _artifact(cfg, "distill", _model_name(cfg.student), inputs)
 
 
-def _with_seed(identity: dict, seed: int) -> dict:
-    # the student's own seed field (fresh adapters) follows the distill seed in distillation
-    return identity | {"seed": seed} if "seed" in identity else identity
+def distill_student_seed(cfg: DictConfig) -> dict:
+    """The student's own seed field (fresh adapters) as distillation sets it, ``distill.seed``:
+    what the stage instantiates and what its key names."""
+    return {"seed": cfg.distill.seed} if "seed" in cfg.student else {}
 
 
 def refine_artifact(cfg: DictConfig) -> Artifact:

@@ -23,7 +23,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader
 
 from lmcot import loggers, memory
-from lmcot.artifacts import DONE, Artifact, artifact, wait_for_rank_zero
+from lmcot.artifacts import DONE, Artifact, artifact, distill_student_seed, wait_for_rank_zero
 from lmcot.data.example import Example
 from lmcot.export import check_trained_keys, export_best
 from lmcot.lm.base import LM
@@ -326,9 +326,8 @@ def _distill(cfg: DictConfig, art: Artifact) -> dict[str, float]:
     # training dtype what is held: fp32 what is trained, a LoRA student's frozen base in bf16
     seed = cfg.distill.seed  # the KD student's own, not the run's (experiment=refine_dev)
     pl.seed_everything(seed, workers=True, verbose=False)
-    own_seed = {"seed": seed} if "seed" in cfg.student else {}
     student: HFModel = instantiate(
-        cfg.student, dtype=training_dtype(cfg.student, cfg.trainer), **own_seed
+        cfg.student, dtype=training_dtype(cfg.student, cfg.trainer), **distill_student_seed(cfg)
     )
     pairs = partial(training_pairs, examples=examples, prompt=prompt,
                     count_tokens=token_counter(student), objective=cfg.distill.objective,
