@@ -1,12 +1,14 @@
 """Decoding near the bound: tokens/s of ``generate`` against what the hardware allows.
 
     python benchmarks/decoding.py [--rows 1 8 64] [--tokens 48] [--repeats 2]
-                                  [--paths dynamic static lora] [--check-rows 4] [--threads N]
+                                  [--paths dynamic multinomial static lora] [--check-rows 4]
+                                  [--threads N]
 
 The offline default's SmolLM2-135M-Instruct, loaded as the project loads it (``conf/train.yaml``
 composed with Hydra, ``cfg.reader`` and ``cfg.student`` instantiated; bf16 where the CPU has
 it, :mod:`lmcot.precision`), decodes ``--tokens`` sampled tokens (temperature 1, the whole
-vocabulary: refine's rollouts, ``CausalLM._sample``) for each of ``--rows`` distinct synthetic
+vocabulary: refine's rollouts, ``CausalLM._sample``, drawn by
+:class:`lmcot.lm.sampling.InverseCDFDraw`) for each of ``--rows`` distinct synthetic
 rationale prompts, with ``min_new_tokens`` = ``max_new_tokens`` and no stop strings, so every
 row decodes every step.
 
@@ -35,12 +37,16 @@ Two bounds, measured in the same run:
 
 "x the bound" is a step's time over the larger of the two. Printed beside them, each measured
 alone and not counted in the bound: the model's matmuls at each row count (``F.linear`` over
-every weight matrix), drawing a sample from the whole vocabulary (softmax and multinomial),
-and reading the KV cache a step attends to (at the ``sum()`` rate).
+every weight matrix), drawing a sample from the whole vocabulary (softmax, then
+``torch.multinomial`` or the inverse-CDF draw), and reading the KV cache a step attends to (at
+the ``sum()`` rate).
 
 Paths:
 
-- ``dynamic``: today's, ``model.generate`` with the prefilled ``DynamicCache``;
+- ``dynamic``: today's, ``model.generate`` with the prefilled ``DynamicCache``, each token drawn
+  by the inverse-CDF draw (:func:`lmcot.lm.sampling.vocabulary_sampling`);
+- ``multinomial``: the same with ``generate``'s own sampling (``do_sample``, ``top_k=0``:
+  ``torch.multinomial``), what rollouts drew with before;
 - ``static``: the same prefill copied into a transformers ``StaticCache`` and ``generate`` with
   a ``compile_config`` (``torch.compile``, inductor, its default mode: ``reduce-overhead``
   means CUDA graphs); on CPU ``generate`` compiles only when the config's
@@ -73,7 +79,9 @@ from transformers import CompileConfig, DynamicCache, StaticCache
 
 import lmcot  # noqa: F401  (config resolvers)
 from lmcot.data import synthetic
+from lmcot.lm.base import GenerationParams
 from lmcot.lm.prefix import extend
+from lmcot.lm.sampling import InverseCDFDraw, vocabulary_sampling
 from lmcot.precision import BF16_CPU_FLAGS, bf16_supported, cpu_flags
 
 
@@ -136,10 +144,12 @@ class Bounds:
 
         return best_seconds(sweep, 3)
 
-    def sampling(self, rows: int) -> float:
-        """Seconds of one draw per row from the whole vocabulary (softmax, multinomial)."""
+    def sampling(self, rows: int) -> tuple[float, float]:
+        """Seconds of one draw per row from the whole vocabulary: softmax and multinomial, and
+        the inverse-CDF draw, each best of 3."""
         logits = torch.randn(rows, self.vocab)
-        return best_seconds(lambda: torch.multinomial(logits.softmax(-1), 1), 3)
+        return (best_seconds(lambda: torch.multinomial(logits.softmax(-1), 1), 3),
+                best_seconds(lambda: InverseCDFDraw()(None, logits), 3))  # fmt: skip
 
     def kv_read(self, rows: int, positions: int) -> float:
         """Seconds to read ``rows`` x ``positions`` cached keys and values at the stream rate."""
@@ -193,9 +203,11 @@ def static_copy(model, cache: DynamicCache, length: int) -> StaticCache:
 class Path:
     """One way to decode: ``run(batch, cache, new_tokens, greedy)`` -> generated ids."""
 
-    def __init__(self, name: str, model, pad: int, length: int, compiled: bool = False):
+    def __init__(self, name: str, model, pad: int, length: int, compiled: bool = False,
+                 sampler: dict | None = None):  # fmt: skip
         self.name, self.model, self.pad, self.length = name, model, pad, length
         self.compiled = compiled
+        self.sampler = sampler or vocabulary_sampling(GenerationParams(temperature=1.0))
         self.steps: dict[int, float] = {}
         self.compile_s: dict[int, float] = {}
         self.error: str | None = None
@@ -206,8 +218,7 @@ class Path:
         return copy.deepcopy(cache)
 
     def run(self, batch, cache, new_tokens: int, greedy: bool = False) -> torch.Tensor:
-        kwargs = {"do_sample": False} if greedy else {"do_sample": True, "temperature": 1.0,
-                                                      "top_p": 1.0, "top_k": 0}  # fmt: skip
+        kwargs = {"do_sample": False} if greedy else dict(self.sampler)
         if self.compiled:
             config = CompileConfig(mode="default")
             config._compile_all_devices = True  # generate compiles on CUDA only, unless this
@@ -244,8 +255,8 @@ def main() -> None:
     parser.add_argument("--rows", type=int, nargs="+", default=[1, 8, 64])
     parser.add_argument("--tokens", type=int, default=48)
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--paths", nargs="+", default=["dynamic", "static", "lora"],
-                        choices=["dynamic", "static", "lora"])  # fmt: skip
+    parser.add_argument("--paths", nargs="+", default=["dynamic", "multinomial", "static", "lora"],
+                        choices=["dynamic", "multinomial", "static", "lora"])  # fmt: skip
     parser.add_argument("--check-rows", type=int, default=4, help="greedy prompts compared")
     parser.add_argument(
         "--threads", type=int, default=None, help="torch threads (default: its own)"
@@ -293,6 +304,9 @@ def run(args) -> None:
     paths = []
     if "dynamic" in args.paths:
         paths.append(Path("dynamic (today)", model, tok.pad_token_id, length))
+    if "multinomial" in args.paths:
+        own = {"do_sample": True, "temperature": 1.0, "top_p": 1.0, "top_k": 0}
+        paths.append(Path("multinomial", model, tok.pad_token_id, length, sampler=own))
     if "static" in args.paths:
         paths.append(Path("static + compile", model, tok.pad_token_id, length, compiled=True))
     if "lora" in args.paths:
@@ -333,14 +347,17 @@ def run(args) -> None:
     print(f"load at end: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print()
     print("parts of a step, each measured alone (not counted in the bound):")
-    print(f"{'rows':>6s} {'matmuls ms':>11s} {'sampling ms':>12s} {'KV read ms':>11s}")
+    print(f"{'rows':>6s} {'matmuls ms':>11s} {'multinomial ms':>15s} {'inverse CDF ms':>15s} "
+          f"{'KV read ms':>11s}")  # fmt: skip
     for rows in args.rows:
         mean_width = batches[rows]["input_ids"].shape[1] + args.tokens // 2
-        print(f"{rows:6d} {bounds.matmuls(rows) * 1e3:11.1f} {bounds.sampling(rows) * 1e3:12.1f}"
-              f" {bounds.kv_read(rows, mean_width) * 1e3:11.1f}")  # fmt: skip
+        multinomial, inverse = bounds.sampling(rows)
+        print(f"{rows:6d} {bounds.matmuls(rows) * 1e3:11.1f} {multinomial * 1e3:15.1f} "
+              f"{inverse * 1e3:15.1f} {bounds.kv_read(rows, mean_width) * 1e3:11.1f}")  # fmt: skip
     print(
-        "  (matmuls: F.linear of every weight matrix at that batch; sampling: softmax and "
-        "multinomial over the vocabulary; KV read: the mean step's cache at the sum() rate)"
+        "  (matmuls: F.linear of every weight matrix at that batch; multinomial, inverse CDF: "
+        "one draw a row from the vocabulary, softmax included; KV read: the mean step's cache "
+        "at the sum() rate)"
     )
     print()
     header = (f"{'path':18s} {'rows':>4s} {'tokens/s':>9s} {'ms/step':>8s} {'bound ms':>9s} "

@@ -1,9 +1,12 @@
-"""Keyed sampling: the Gumbel-max draw is a draw from the warped distribution."""
+"""Keyed sampling (the Gumbel-max draw) and rollouts' inverse-CDF draw: each a draw from the warped
+distribution."""
+
+import unittest.mock
 
 import torch
 from transformers import TopKLogitsWarper
 
-from lmcot.lm.sampling import GumbelNoise, seeded
+from lmcot.lm.sampling import GumbelNoise, InverseCDFDraw, seeded
 
 
 def frequencies(logits: torch.Tensor, candidates: int | None, draws: int = 4000) -> torch.Tensor:
@@ -37,3 +40,24 @@ def test_seeded_restores_the_global_rng():
     assert torch.equal(torch.get_rng_state(), before)
     with seeded(42):
         assert torch.equal(torch.rand(3), inside)
+
+
+def test_inverse_cdf_draws_the_softmax_of_the_whole_vocabulary():
+    """Every token in proportion to its probability, never one of mass 0 (not even the last
+    token when a draw lands at the top of the cumulative mass), the global RNG's draws."""
+    logits = torch.tensor([[0.5, 2.0, -float("inf"), 1.0, -4.0, 0.0, 1.5, -1.0, 0.3, 2.5]])
+    draw = InverseCDFDraw()
+    torch.manual_seed(0)
+    picked = draw(None, logits.repeat(20_000, 1))
+    assert torch.isfinite(picked).sum(1).eq(1).all() and picked.max() == 0
+    frequencies = torch.bincount(picked.argmax(1), minlength=10) / 20_000
+    assert frequencies[2] == 0
+    assert torch.allclose(frequencies, logits.softmax(-1)[0], atol=0.01)
+    torch.manual_seed(0)
+    assert torch.equal(draw(None, logits.repeat(20_000, 1)), picked)
+
+
+def test_inverse_cdf_at_the_top_of_the_cumulative_mass_takes_the_last_token_with_mass():
+    logits = torch.tensor([[0.0, 1.0, -float("inf"), -float("inf")]])
+    with unittest.mock.patch("torch.rand", lambda *shape, **_: torch.ones(*shape)):
+        assert InverseCDFDraw()(None, logits).argmax(1).item() == 1

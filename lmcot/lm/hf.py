@@ -28,19 +28,12 @@ from lmcot.lm.base import LM, GenerationParams, cut_at_stop, sample_seed
 from lmcot.lm.fingerprint import model_fingerprint
 from lmcot.lm.messages import canonical, chat_messages
 from lmcot.lm.prefix import common_prefix_length, extend, repeated, shared_groups
-from lmcot.lm.sampling import keyed_sampling, row_seed, seeded
+from lmcot.lm.sampling import keyed_sampling, row_seed, seeded, vocabulary_sampling
 from lmcot.precision import model_dtype
 
 log = logging.getLogger(__name__)
 
 ADAPTER_DIR = "adapter"  # LoRA adapters kept beside a student's base weights (lmcot.export)
-
-
-def sampling(params: GenerationParams) -> dict:
-    """``generate``'s own decoding arguments (RL rollouts: the caller seeds the global RNG)."""
-    if params.greedy:
-        return {"do_sample": False}
-    return {"do_sample": True, "temperature": params.temperature, "top_p": params.top_p}
 
 
 class HFModel(LM):
@@ -229,16 +222,17 @@ class HFModel(LM):
         return out
 
     def _sample(self, batch, params: GenerationParams, n: int, **overrides) -> torch.Tensor:
-        """One ``generate`` of ``n`` samples per row from ``generate``'s own sampling on the
-        global RNG, which the RL step seeds (``overrides``: further ``generate`` arguments)."""
+        """One ``generate`` of ``n`` samples per row from the whole vocabulary, drawn on the
+        global RNG, which the RL step seeds (``overrides``: further ``generate`` arguments).
+        Each row is repeated ``n`` times, as ``generate``'s ``num_return_sequences`` would (which
+        its greedy decoding, our draw's, refuses)."""
         return self.model.generate(
-            **batch,
+            **{k: v.repeat_interleave(n, 0) for k, v in batch.items()},
             max_new_tokens=params.max_new_tokens,
-            num_return_sequences=n,
             stop_strings=list(params.stop) or None,
             tokenizer=self.tokenizer,
             pad_token_id=self.tokenizer.pad_token_id,
-            **sampling(params),
+            **vocabulary_sampling(params),
             **overrides,
         )
 
@@ -253,14 +247,14 @@ class HFModel(LM):
         through its EOS or the token that completed a stop string), ``texts`` (decoded, cut at
         the stop strings) and ``finished`` (False: cut off by ``max_new_tokens``).
 
-        Samples come from the model's whole distribution (``top_k=0``): ``generate`` otherwise
+        Samples come from the model's whole distribution (no top-k): ``generate`` otherwise
         keeps only the 50 likeliest tokens, and RL's ratios, KL estimates and policy gradient
         assume the samples come from the softmax whose log-probs it trains.
         """
         batch = self.tokenizer(
             [self.format(p) for p in prompts], return_tensors="pt", padding=True
         ).to(self.device)
-        generated = self._sample(batch, params, n, **({} if params.greedy else {"top_k": 0}))
+        generated = self._sample(batch, params, n)
         completion = self._completion_ids(generated, batch)
         mask, finished, texts = [], [], []
         for ids in completion.tolist():
