@@ -421,3 +421,20 @@ def test_coherence_sees_the_answer_stated_before_its_facts():
     assert make_scorer("embedding", "coherence")([""], ["So the answer is Estford."]) == [None]
     with pytest.raises(ValueError, match="answer_weight must be in"):
         make_scorer("embedding", "coherence", answer_weight=1.5)
+
+
+def test_coherence_gives_a_restated_sentence_nothing():
+    """A repeated sentence is its neighbour's closest match: the plain cosine paid for it and RL
+    learnt to repeat (docs/refine.md). A restatement, adjacent or not, is left out of the cosine
+    and adds a pair that counts 0, so repeating never beats the rationale without the repeat;
+    a rationale of distinct facts scores as before."""
+    a, b = "Vikor Toys is a toy company founded in 1927.", "Its headquarters are in Matramar."
+    end = "So the answer is Vikor Toys."
+    texts = [" ".join(s) for s in ([a, b, end], [a, b, a, end], [a, end], [a, a, end])]
+    distinct, again, once, twice = make_scorer("embedding", "coherence")([""] * 4, texts)
+    plain = make_scorer("embedding", "coherence", repeat_threshold=None)([""] * 4, texts)
+    assert distinct == pytest.approx(plain[0]) and once == pytest.approx(plain[2])
+    assert plain[3] > plain[2]  # what RL found: repeating paid
+    # a b a end is a b end with one of its three pairs at 0 (answer_weight 0.3)
+    assert again - 0.3 == pytest.approx((distinct - 0.3) * 2 / 3)
+    assert twice - 0.3 == pytest.approx((once - 0.3) / 2)
