@@ -211,7 +211,6 @@ class RefineModule(pl.LightningModule):
         self.model = self.student.model.eval()  # a submodule: Lightning moves and saves it
         if policy.activation_checkpointing:
             memory.checkpoint_layers(self.model)
-        self.encoder_decoder = self.model.config.is_encoder_decoder
         self.lora = bool(self.student.lora)
         self.reference = None
         if not self.lora:  # no adapter to switch off: a frozen copy is the reference
