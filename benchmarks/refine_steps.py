@@ -14,9 +14,10 @@ copy, each printing its peak RSS (``ru_maxrss``); prints both and the ratio.
 
 Shared prompt (``--shared-prompt``): the offline default's student and reward, GRPO with 8
 questions x 8 samples of 48 new tokens, bf16 where the CPU has it. One module samples with
-``generate``'s own repetition (each prompt prefilled once per sample) and runs every sample
-whole in its forwards (``shared_prompt=False``), as the code did before; the other prefills
-once and runs ``prompt | c1 | ... | c8`` per question. They take one step each in turn, the
+``generate``'s own repetition (each prompt prefilled once per sample) and its own sampling
+(``torch.multinomial``), and runs every sample whole in its forwards (``shared_prompt=False``),
+as the code did before; the other prefills once, draws by inverse CDF and runs
+``prompt | c1 | ... | c8`` per question. They take one step each in turn, the
 first round a warm-up, so load on the machine hits both alike; prints samples per second of
 each, where each step's time went, and the ratio.
 """
@@ -109,8 +110,11 @@ def default_grpo(student: str, shared: bool, clock: dict) -> tuple[RefineModule,
         ShapedReward(instantiate(cfg.reward, lm=reader)), instantiate(r.algorithm),
         Updates(instantiate(r.optimizer)), logs=Logs(table_every=0),
     )  # fmt: skip
-    if not shared:  # generate's own repetition: each prompt prefilled once per sample
-        model._sample = functools.partial(HFModel._sample, model)
+    if not shared:  # generate's own repetition (each prompt prefilled once per sample) and
+        # its own sampling (torch.multinomial), as rollouts drew before the inverse-CDF draw
+        own = {"do_sample": True, "top_k": 0, "temperature": r.temperature,
+               "logits_processor": None}  # fmt: skip
+        model._sample = functools.partial(HFModel._sample, model, **own)
     model.rollout = timed(model.rollout, clock, "rollout")  # validation does not run here
     registry = module.reward.registry
     registry.score = timed(registry.score, clock, "reward")

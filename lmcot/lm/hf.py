@@ -223,17 +223,16 @@ class HFModel(LM):
 
     def _sample(self, batch, params: GenerationParams, n: int, **overrides) -> torch.Tensor:
         """One ``generate`` of ``n`` samples per row from the whole vocabulary, drawn on the
-        global RNG, which the RL step seeds (``overrides``: further ``generate`` arguments).
-        Each row is repeated ``n`` times, as ``generate``'s ``num_return_sequences`` would (which
-        its greedy decoding, our draw's, refuses)."""
+        global RNG, which the RL step seeds (``overrides``: further ``generate`` arguments, or
+        other decoding ones). Each row is repeated ``n`` times, as ``num_return_sequences``
+        would (which ``generate`` refuses with greedy decoding, how our draw reaches it)."""
         return self.model.generate(
             **{k: v.repeat_interleave(n, 0) for k, v in batch.items()},
             max_new_tokens=params.max_new_tokens,
             stop_strings=list(params.stop) or None,
             tokenizer=self.tokenizer,
             pad_token_id=self.tokenizer.pad_token_id,
-            **vocabulary_sampling(params),
-            **overrides,
+            **{**vocabulary_sampling(params), **overrides},
         )
 
     @torch.no_grad()  # not inference_mode: RL feeds these ids to a forward that needs grads

@@ -267,10 +267,11 @@ class EmbeddingCoherence(_EmbeddingScorer):
 
     A sentence whose cosine to an earlier one reaches ``repeat_threshold`` restates it: the
     cosine is taken over the rationale without its restatements, each of which adds a pair
-    that counts 0 (a repeated sentence was the most similar neighbour there is, so RL learnt to
-    repeat one, docs/refine.md; zeroing only its own pairs still paid, as a fact repeated
-    just before "So the answer is <that fact's subject>" is closer to it than another fact). 0.9 is above every such cosine in the teacher's
-    rationales of the 400 synthetic training questions (at most .76); None: the plain cosine.
+    that counts 0. A repeated sentence was the most similar neighbour there is, so RL learnt to
+    repeat one (docs/refine.md); zeroing only its own pairs still paid, as a fact repeated just
+    before "So the answer is <its subject>" is closer to it than another fact. 0.9 is above
+    every such cosine in the teacher's rationales of the 400 synthetic training questions (at
+    most .76); None: the plain cosine.
 
     Blind spots: two facts in the wrong order with the answer last still score by topic alone;
     it overlaps logicality, which also wants the conclusion last; an answer-first rationale
