@@ -214,6 +214,23 @@ class TestLMScorers:
         # log P(" Ann sat.\n") = log 0.25 over 2 (whitespace) tokens -> 0.25 ** (1/2)
         assert scorer(["", ""], ["Ann sat.", "  "]) == [pytest.approx(0.5), None]
 
+    def test_perplexity_reads_a_repeated_sentence_once(self):
+        """A copy is the likeliest text an LM can read: RL learnt to repeat a sentence for the
+        fluency it bought (docs/refine.md). It is scored without the repeat; other text as is."""
+
+        class Reading(FakeLM):
+            def _logprobs(self, prompts, continuations):
+                self.read = list(continuations)
+                return [-float(len(c)) for c in continuations]  # any text-dependent score
+
+        lm = Reading()
+        texts = ["Ann sat. Ann  sat. So yes.", "Ann sat. So yes.", "Ann sat.\nSo yes."]
+        repeated, single, _ = make_scorer("perplexity", "fluency", lm=lm)([""] * 3, texts)
+        assert lm.read == [" Ann sat. So yes.\n", " Ann sat.\nSo yes.\n"]  # one call per text
+        assert repeated == single
+        make_scorer("perplexity", "fluency", lm=lm, drop_repeats=False)([""], texts[:1])
+        assert lm.read == [" Ann sat. Ann  sat. So yes.\n"]
+
     def test_naturalness_reads_the_question(self):
         lm = FakeLM()
         make_scorer("perplexity", "naturalness", lm=lm)([""], ["Ann sat."], examples=[EX])

@@ -5,7 +5,9 @@ an end-of-line, under a causal LM (the offline default: the reader, SmolLM2-135M
 
 .. math:: s = \\exp\\Big(\\frac{1}{T} \\log P(r \\, \\text{"\\\\n"} \\mid \\text{prefix})\\Big)
 
-The end-of-line makes a rationale cut off mid-sentence pay for its abrupt ending. The
+The end-of-line makes a rationale cut off mid-sentence pay for its abrupt ending. A sentence
+that repeats an earlier one word for word is left out (``drop_repeats``): a copy is the likeliest
+text an LM can read, so it raised 1 / perplexity, and RL learnt to repeat (docs/refine.md). The
 log-probability goes through ``LM.logprobs`` (the LM's cache); the token count needs the LM's
 tokenizer, which loads the model, so with ``cache`` the score itself is stored (keyed by the LM,
 the prefix and the text) and a re-run over known rationales loads no model.
@@ -16,6 +18,7 @@ import math
 from lmcot.lm.base import LM, UnsupportedByBackend
 from lmcot.lm.cache import ResponseCache
 from lmcot.rewards.base import register
+from lmcot.rewards.text import split_sentences
 
 
 def token_count(lm: LM, text: str) -> int:
@@ -24,6 +27,22 @@ def token_count(lm: LM, text: str) -> int:
     if tokenizer is None:
         return max(1, len(text.split()))
     return max(1, len(tokenizer(text, add_special_tokens=False)["input_ids"]))
+
+
+def without_repeats(text: str) -> str:
+    """``text`` without each sentence that repeats an earlier one (case and spacing aside);
+    ``text`` itself when none does.
+
+    >>> without_repeats("Ann sat. Ann  sat. So yes.")
+    'Ann sat. So yes.'
+    """
+    sentences, seen, kept = split_sentences(text), set(), []
+    for sentence in sentences:
+        key = " ".join(sentence.lower().split())
+        if key not in seen:
+            seen.add(key)
+            kept.append(sentence)
+    return text if len(kept) == len(sentences) else " ".join(kept)
 
 
 @register("fluency", "perplexity")
@@ -38,20 +57,21 @@ class Perplexity:
         prefix: ``str.format`` pattern with ``{question}``; None picks the aspect's default.
         cache: SQLite file for the scores; None: only the log-probabilities are cached (by the
             LM), and counting tokens loads the LM's tokenizer and model.
+        drop_repeats: score the rationale without the sentences that repeat an earlier one.
 
-    Blind spots: a small LM's likelihood rewards short, common, repetitive wording (and a
-    rationale that repeats the question); rare names and numbers cost probability whatever the
-    grammar; scores depend on the LM and are only comparable under the same one. Naturalness
-    needs the ``examples`` column for the question; fluency reads only the rationale.
+    Blind spots: a small LM's likelihood rewards short, common, repetitive wording (a sentence
+    repeated with one word changed still pays, as does a rationale that repeats the question);
+    rare names and numbers cost probability whatever the grammar; scores depend on the LM and
+    are only comparable under the same one. Naturalness needs the ``examples`` column for the
+    question; fluency reads only the rationale.
     """
 
     uses_gold = False
     PREFIXES = {"fluency": "Explanation:", "naturalness": "Question: {question}\nExplanation:"}
 
-    def __init__(
-        self, lm: LM, aspect: str = "fluency", prefix: str | None = None, cache: str | None = None
-    ):
-        self.lm, self.aspect = lm, aspect
+    def __init__(self, lm: LM, aspect: str = "fluency", prefix: str | None = None,
+                 cache: str | None = None, drop_repeats: bool = True):  # fmt: skip
+        self.lm, self.aspect, self.drop_repeats = lm, aspect, drop_repeats
         self.prefix = prefix if prefix is not None else self.PREFIXES[aspect]
         # a server may only score single tokens: every rationale would score exp(-inf) = 0.0,
         # silently, so refuse now, before any work (local transformers models always can)
@@ -75,7 +95,8 @@ class Perplexity:
         prefixes = [
             self.prefix.format(question=examples[i].question if examples else "") for i in rows
         ]
-        texts = [f" {completions[i].strip()}\n" for i in rows]
+        kept = [without_repeats(c) if self.drop_repeats else c for c in completions]
+        texts = [f" {kept[i].strip()}\n" for i in rows]
         keys = [
             ResponseCache.key(f"perplexity:{self.lm.cache_id}", "score", p, {"text": t}, 0)
             for p, t in zip(prefixes, texts)
