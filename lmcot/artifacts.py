@@ -20,6 +20,7 @@ inputs: why it was reused) and a file lock, so parallel jobs with one key make i
 """
 
 import hashlib
+import inspect
 import json
 import logging
 import os
@@ -31,13 +32,14 @@ from pathlib import Path
 
 import torch
 from filelock import FileLock
-from hydra.utils import get_class, instantiate
+from hydra.utils import get_class, get_object, instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities import rank_zero_only
 
 from lmcot import __version__
 from lmcot.lm.fingerprint import GGUF_REF, model_fingerprint
 from lmcot.precision import model_dtype, training_dtype, training_precision
+from lmcot.rewards.base import scorer_class
 
 log = logging.getLogger(__name__)
 DONE = "lmcot_done.json"  # written last into an exported student: the export is complete
@@ -290,7 +292,7 @@ def refine_artifact(cfg: DictConfig) -> Artifact:
     """The RL-refined student: its KD student, the algorithm, the reward (aspects, weights,
     scorers), the rollouts' stop strings and the reader that answers for the task reward and
     the validation EM (which picks the exported checkpoint)."""
-    refine = OmegaConf.to_container(cfg.refine, resolve=True)
+    refine = with_code_defaults(OmegaConf.to_container(cfg.refine, resolve=True))
     refine.pop("log_table_every", None)  # how often samples are logged
     refine.pop("probe", None)  # logged only: its draws leave the RNG and the reward's statistics
     refine.pop("activation_checkpointing", None)  # memory: the same gradients (lmcot.memory)
@@ -298,13 +300,53 @@ def refine_artifact(cfg: DictConfig) -> Artifact:
         "distill": distill_artifact(cfg).key,
         "refine": refine,
         "rollout": rollout_generation(cfg),
-        "reward": _without_runtime(OmegaConf.to_container(cfg.reward, resolve=True)),
+        "reward": _without_runtime(reward_identity(cfg.reward)),
         "reader": model_identity(cfg.reader),
         "prompt": OmegaConf.to_container(cfg.prompts.guided, resolve=True),
         "trainer": trainer_knobs(cfg),
         "seed": cfg.seed,
     }
     return _artifact(cfg, "refine", _model_name(cfg.student), inputs)
+
+
+def with_code_defaults(tree):
+    """``tree`` with every ``lmcot.*`` ``_target_`` node's unset constructor arguments written
+    in from the code: a changed code default changes the key instead of silently reusing an
+    artifact made under the old one (it once reused an RL student trained on another reward).
+    Naming a default in ``conf/`` keeps the key. Other libraries' defaults are versioned with
+    them; ``lm`` and ``aspect`` are filled in by whoever builds the node.
+
+    >>> with_code_defaults({"_target_": "lmcot.rl.FixedKLController", "coef": 0.1})["coef"]
+    0.1
+    """
+    if isinstance(tree, list):
+        return [with_code_defaults(v) for v in tree]
+    if not isinstance(tree, dict):
+        return tree
+    tree = {k: with_code_defaults(v) for k, v in tree.items()}
+    target = tree.get("_target_")
+    if isinstance(target, str) and target.startswith("lmcot."):
+        tree = _code_defaults(get_object(target)) | tree
+    return tree
+
+
+def _code_defaults(fn) -> dict:
+    return {
+        name: p.default
+        for name, p in inspect.signature(fn).parameters.items()
+        if p.default is not inspect.Parameter.empty and name not in ("lm", "aspect")
+    }
+
+
+def reward_identity(node: DictConfig) -> dict:
+    """The reward as a key sees it: :func:`with_code_defaults`, and each scorer node with the
+    defaults of the class it builds (``make_scorer`` passes its options through)."""
+    reward = with_code_defaults(OmegaConf.to_container(node, resolve=True))
+    reward["scorers"] = {
+        aspect: _code_defaults(scorer_class(scorer["backend"], aspect)) | scorer
+        for aspect, scorer in reward["scorers"].items()
+    }
+    return reward
 
 
 def _without_runtime(tree):

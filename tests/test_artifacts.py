@@ -1,5 +1,6 @@
 """Artifact identity: a stage's key is exactly what determines its output."""
 
+import inspect
 import json
 import os
 import subprocess
@@ -208,3 +209,35 @@ def test_generation_settings_key_only_the_stages_that_generate(cfg_factory):
         assert (artifact(cfg, "distill").key, artifact(cfg, "refine").key) == (distill, refine)
     stop = cfg_factory(*TINY, "prompts.rationale.generation.stop=[.]", config_name="train")
     assert artifact(stop, "distill").key == distill and artifact(stop, "refine").key != refine
+
+
+def test_a_code_default_is_part_of_the_refine_key(cfg_factory, monkeypatch):
+    """A scorer's or an algorithm's default that lives only in the code keys the RL student:
+    once a changed coherence default reused an RL student trained on the old reward."""
+    import lmcot.algorithms
+    from lmcot.rewards.base import SCORERS, scorer_class
+
+    def key(*overrides):
+        return artifact(cfg_factory(*TINY, "refine=rloo", *overrides, config_name="train"),
+                        "refine").key  # fmt: skip
+
+    base = key()
+    coherence = scorer_class("embedding", "coherence")
+    default = inspect.signature(coherence).parameters["answer_weight"].default
+    # writing a default into conf/ changes nothing: the key already held it
+    assert key(f"++reward.scorers.coherence.answer_weight={default}") == base
+
+    class Coherence(coherence):
+        def __init__(self, *args, answer_weight=default + 0.1, **kwargs):
+            super().__init__(*args, answer_weight=answer_weight, **kwargs)
+
+    monkeypatch.setitem(SCORERS, ("coherence", "embedding"), Coherence)
+    assert key() != base
+    monkeypatch.undo()
+
+    class RLOO(lmcot.algorithms.RLOO):  # a new option, its default in the code alone
+        def __init__(self, *args, baseline_weight=1.0, **kwargs):
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(lmcot.algorithms, "RLOO", RLOO)
+    assert key() != base

@@ -68,6 +68,22 @@ def backends_for(aspect: str) -> list[str]:
     return [b for (a, b) in SCORERS if a == aspect]
 
 
+def scorer_class(backend: str, aspect: str) -> type:
+    """The class :func:`make_scorer` builds for ``backend`` and ``aspect`` (its module imported).
+
+    Raises:
+        ValueError: no such backend for this aspect.
+    """
+    if backend in BACKENDS:
+        importlib.import_module(BACKENDS[backend])
+    if (aspect, backend) not in SCORERS:
+        raise ValueError(
+            f"no {backend!r} scorer for aspect {aspect!r}; "
+            f"backends for {aspect}: {', '.join(backends_for(aspect))}"
+        )
+    return SCORERS[(aspect, backend)]
+
+
 def make_scorer(backend: str, aspect: str, lm=None, **options):
     """Build the ``backend`` scorer of ``aspect``: the ``_target_`` of ``conf/reward/scorer/*``.
 
@@ -81,14 +97,7 @@ def make_scorer(backend: str, aspect: str, lm=None, **options):
     Raises:
         ValueError: no such backend for this aspect, or an LM-based scorer without an LM.
     """
-    if backend in BACKENDS:
-        importlib.import_module(BACKENDS[backend])
-    if (aspect, backend) not in SCORERS:
-        raise ValueError(
-            f"no {backend!r} scorer for aspect {aspect!r}; "
-            f"backends for {aspect}: {', '.join(backends_for(aspect))}"
-        )
-    cls = SCORERS[(aspect, backend)]
+    cls = scorer_class(backend, aspect)
     options = {
         k: OmegaConf.to_container(v, resolve=True) if isinstance(v, DictConfig | ListConfig) else v
         for k, v in options.items()
