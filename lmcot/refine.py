@@ -537,15 +537,15 @@ def _refine(cfg: DictConfig, art: artifacts.Artifact, kd: Path) -> dict[str, flo
         Validation(reader, instantiate(cfg.prompts.guided)),
         Logs(r.log_table_every, Probe(**r.probe)),
     )  # fmt: skip
-    best = ModelCheckpoint(dirpath=out / "checkpoints", filename="best", monitor="val/em",
-                           mode="max")  # fmt: skip
+    best = r.export_on and ModelCheckpoint(dirpath=out / "checkpoints", filename="best",
+                                           monitor=r.export_on, mode="max")  # fmt: skip
     last = ModelCheckpoint(dirpath=out / "checkpoints", save_top_k=0, save_last=True,
                            every_n_train_steps=1)  # fmt: skip
     run_loggers = loggers.instantiate_loggers(cfg.get("logger"), stage="refine")
     loggers.log_safely(run_loggers, "log_hyperparams", loggers.hparams(cfg))
     trainer: pl.Trainer = instantiate(
         cfg.trainer, default_root_dir=out, precision=training_precision(cfg.trainer),
-        callbacks=[best, last, loggers.LogProgress("refine", unit="step")],
+        callbacks=[c for c in (best, last, loggers.LogProgress("refine", unit="step")) if c],
         logger=loggers.guarded(run_loggers) or False,
         max_epochs=r.epochs, gradient_clip_val=None, num_sanity_val_steps=0, log_every_n_steps=1,
         accumulate_grad_batches=1,  # minibatches are the algorithm's (manual optimisation)
@@ -556,7 +556,8 @@ def _refine(cfg: DictConfig, art: artifacts.Artifact, kd: Path) -> dict[str, flo
     trainer.fit(module, train, val, ckpt_path=ckpt if ckpt.exists() else None)
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-    # the policy with the best validation EM, not the last
+    # the policy of the epoch best on refine.export_on, or (null) the last step's
     # adapters kept unmerged: a bf16 merge rounds most of RL's small update away (lmcot.export)
-    return export_best(trainer, module, best.best_model_path, student, art, metrics, "refine",
-                       "refined", merge=False)  # fmt: skip
+    chosen = best.best_model_path if best else str(ckpt)
+    return export_best(trainer, module, chosen, student, art, metrics, "refine", "refined",
+                       merge=False)  # fmt: skip

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import pytorch_lightning as pl
@@ -17,6 +18,7 @@ from hydra.utils import instantiate
 from safetensors.torch import load_file
 
 from lmcot.algorithms import Batch
+from lmcot.artifacts import artifact
 from lmcot.data import synthetic
 from lmcot.lm.base import GenerationParams
 from lmcot.lm.hf import HFModel
@@ -373,6 +375,34 @@ def test_train_end_to_end_writes_lm_guided_rl_rows(cfg_factory):
     rows = [json.loads(line) for line in open(f"{cfg.paths.output_dir}/predictions.jsonl")]
     rl_rows = [r for r in rows if r["method"] == "lm_guided_rl"]
     assert len(rl_rows) == 4 and all(isinstance(r["rationale"], str) for r in rl_rows)
+
+
+def test_export_on_picks_the_checkpoint_that_is_exported(cfg_factory):
+    """``refine.export_on=val/em`` exports the epoch best on it (a tie keeps the first), null the
+    last step's policy: the exported weights equal that checkpoint's and differ from the other."""
+
+    def trained(checkpoint: Path, names) -> list[torch.Tensor]:
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
+        return [next(v for k, v in state.items() if k.endswith(f".{name}")) for name in names]
+
+    exported = {}
+    for export_on in ("val/em", "null"):
+        cfg = cfg_factory("debug=smoke", "student=tiny_llama", "data.num_train=12",
+                          "stages=[teacher,distill,refine]", "refine.epochs=2",
+                          "refine.steps_per_epoch=1", f"refine.export_on={export_on}",
+                          config_name="train")  # fmt: skip
+        train(cfg)
+        (art,) = Path(cfg.paths.cache_dir, "refine").glob(f"*-{artifact(cfg, 'refine').key}")
+        weights = load_file(art / "student" / "model.safetensors")  # a tiny student: no LoRA
+        exported[export_on] = (weights, art / "checkpoints")
+    (best, best_dir), (last, last_dir) = exported["val/em"], exported["null"]
+    assert not (last_dir / "best.ckpt").exists()
+    names = sorted(best)
+    for ours, checkpoint in [(best, best_dir / "best.ckpt"), (last, last_dir / "last.ckpt")]:
+        theirs = trained(checkpoint, names)
+        assert all(torch.equal(ours[n], t.to(ours[n].dtype)) for n, t in zip(names, theirs))
+    # the tiny reader's val/em ties (0) on both epochs: the best is the first, a step before
+    assert not all(torch.equal(best[n], last[n]) for n in names)
 
 
 @pytest.mark.slow
