@@ -76,15 +76,7 @@ SIZES = [
     ("refine.log_table_every=-1", "an integer >= 0"), ("refine.optimizer.lr=0", "a number > 0"),
     ("refine.algorithm.epochs=0", COUNT), ("refine.algorithm.minibatch_size=0", COUNT),
     ("refine.algorithm.clip=0.0", "a number > 0"),
-    ("refine.algorithm.value_clip=-0.2", "null or a number > 0"),
-    ("refine.algorithm.value_lr=0", "null or a number > 0"),
-    ("refine.algorithm.critic_warmup_steps=-1", "an integer >= 0"),
-    ("refine.algorithm.vf_coef=-0.1", "a number >= 0"),
-    ("refine.algorithm.gamma=1.5", "a number in [0, 1]"),
-    ("refine.algorithm.lam=-0.1", "a number in [0, 1]"),
     ("refine.algorithm.kl.coef=-1.0", "a number >= 0"),
-    ("refine.algorithm.kl.target=0", "a number > 0"),
-    ("refine.algorithm.kl.horizon=0", COUNT),
     ("distill.batch_size=0", COUNT), ("distill.max_target_length=0", COUNT),
     ("distill.val_fraction=0.0", "a number in (0, 1)"),
     ("distill.val_fraction=1.0", "a number in (0, 1)"),
@@ -104,6 +96,17 @@ SIZES = [
     ("data.limit=0", "null or an integer >= 1"), ("data.limit=-3", "null or an integer >= 1"),
     ("data.num_examples=0", COUNT), ("data.num_train=0", COUNT),
 ]  # fmt: skip
+# the same for PPO's own keys (its critic, GAE, the adaptive KL controller): refine=ppo
+PPO_SIZES = [
+    ("refine.algorithm.value_clip=-0.2", "null or a number > 0"),
+    ("refine.algorithm.value_lr=0", "null or a number > 0"),
+    ("refine.algorithm.critic_warmup_steps=-1", "an integer >= 0"),
+    ("refine.algorithm.vf_coef=-0.1", "a number >= 0"),
+    ("refine.algorithm.gamma=1.5", "a number in [0, 1]"),
+    ("refine.algorithm.lam=-0.1", "a number in [0, 1]"),
+    ("refine.algorithm.kl.target=0", "a number > 0"),
+    ("refine.algorithm.kl.horizon=0", COUNT),
+]  # fmt: skip
 # the same, where another config group must be chosen first (composed one by one: slower)
 GROUP_SIZES = [
     ("refine=grpo", "refine.algorithm.group_size=1",
@@ -118,6 +121,12 @@ GROUP_SIZES = [
 def tiny(tmp_path_factory):
     """The smoke config, composed once: each case applies its override to a copy."""
     return compose_cfg(tmp_path_factory.mktemp("cfg"), *TINY, config_name="train")
+
+
+@pytest.fixture(scope="module")
+def tiny_ppo(tmp_path_factory):
+    """The smoke config with PPO (the default algorithm is RLOO), composed once."""
+    return compose_cfg(tmp_path_factory.mktemp("cfg"), *TINY, "refine=ppo", config_name="train")
 
 
 def overridden(cfg, override: str):
@@ -139,9 +148,14 @@ def test_sizes_and_counts_are_checked_at_start(tiny, override, expected):
     refused(overridden(tiny, override), override, expected)
 
 
-def test_an_unclipped_critic_and_its_own_lr_pass_at_start(tiny):
+@pytest.mark.parametrize("override,expected", PPO_SIZES)
+def test_ppo_sizes_are_checked_at_start(tiny_ppo, override, expected):
+    refused(overridden(tiny_ppo, override), override, expected)
+
+
+def test_an_unclipped_critic_and_its_own_lr_pass_at_start(tiny_ppo):
     """value_clip null (plain MSE) and a critic learning rate are settings, not errors."""
-    cfg = overridden(tiny, "refine.algorithm.value_clip=null")
+    cfg = overridden(tiny_ppo, "refine.algorithm.value_clip=null")
     preflight.check(overridden(cfg, "refine.algorithm.value_lr=1e-3"), STAGES)
 
 
@@ -165,7 +179,7 @@ def test_shipped_settings_pass_without_resolving_a_model_path(tmp_path):
 
     OmegaConf.register_new_resolver("gguf_model", refuse, replace=True)
     try:
-        for overrides in ([], ["refine=grpo", "decoding=[greedy,sc,top_quality]"],
+        for overrides in ([], ["refine=ppo"], ["refine=grpo", "decoding=[greedy,sc,top_quality]"],
                           ["data=hotpotqa", "reader=openai"]):  # fmt: skip
             preflight.check(compose_cfg(tmp_path, *overrides, config_name="train"), STAGES)
     finally:
