@@ -291,7 +291,7 @@ def distill_student_seed(cfg: DictConfig) -> dict:
 def refine_artifact(cfg: DictConfig) -> Artifact:
     """The RL-refined student: its KD student, the algorithm, the reward (aspects, weights,
     scorers), the rollouts' stop strings and the reader that answers for the task reward and
-    the validation EM (which picks the exported checkpoint)."""
+    the validation EM (which picks the exported checkpoint under ``refine.export_on=val/em``)."""
     refine = with_code_defaults(OmegaConf.to_container(cfg.refine, resolve=True))
     refine.pop("log_table_every", None)  # how often samples are logged
     refine.pop("probe", None)  # logged only: its draws leave the RNG and the reward's statistics
@@ -339,13 +339,14 @@ def _code_defaults(fn) -> dict:
 
 
 def reward_identity(node: DictConfig) -> dict:
-    """The reward as a key sees it: :func:`with_code_defaults`, and each scorer node with the
-    defaults of the class it builds (``make_scorer`` passes its options through)."""
+    """The reward as a key sees it: :func:`with_code_defaults`, and each ``make_scorer`` node
+    with the defaults of the class it builds (``make_scorer`` passes its options through)."""
     reward = with_code_defaults(OmegaConf.to_container(node, resolve=True))
     reward["scorers"] = {
         aspect: _code_defaults(scorer_class(scorer["backend"], aspect)) | scorer
+        if isinstance(scorer, dict) and "backend" in scorer else scorer
         for aspect, scorer in reward["scorers"].items()
-    }
+    }  # fmt: skip
     return reward
 
 
