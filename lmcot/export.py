@@ -52,9 +52,10 @@ def load_trained(module: torch.nn.Module, path: str) -> None:
 
 def export_best(trainer, module, best: str, student: HFModel, art: Artifact, metrics: dict,
                 stage: str, made: str, merge: bool = True) -> dict[str, float]:  # fmt: skip
-    """Reload the best checkpoint (not the last step's weights), prefix the metrics with the
-    stage and export from rank zero only (one writer under DDP/FSDP), logging "<made> student
-    exported" (the line tests and users grep for)."""
+    """Reload the chosen checkpoint ``best`` (distillation: the best on val/loss; refinement:
+    the best on ``refine.export_on``, or the last step's), prefix the metrics with the stage and
+    export from rank zero only (one writer under DDP/FSDP), logging "<made> student exported"
+    (the line tests and users grep for)."""
     if best:
         load_trained(module, best)
     metrics = {f"{stage}/{k.replace('/', '_')}": v for k, v in metrics.items()}
