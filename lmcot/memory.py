@@ -15,7 +15,7 @@ from functools import lru_cache
 
 import torch
 
-M_MMAP_THRESHOLD = -3  # mallopt's parameter number (glibc malloc.h)
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # mallopt's parameter numbers (glibc malloc.h)
 
 
 @lru_cache(maxsize=1)
@@ -34,18 +34,24 @@ def _glibc(name: str):
 
 def set_mmap_threshold(nbytes: int | None) -> bool:
     """Give every allocation of at least ``nbytes`` its own mapping, returned to the OS when
-    freed; None keeps glibc's default. Returns whether the setting took.
+    freed, and keep up to twice that free at the heap's top; None keeps glibc's defaults.
+    Returns whether the setting took.
 
     glibc's threshold is dynamic: it rises to the size of each larger mapped block freed (up to
     32 MiB), after which a step's tensors come from the heap, where freed holes between live
-    blocks stay resident. Fixed at 1 MiB, the default run peaked at 2.97 GB instead of 3.11
-    in the same wall time, side by side (README, memory); lower thresholds hold less but
-    fault in more pages (``benchmarks/allocator.py``: 128 KiB 1.58x the step time).
+    blocks stay resident. A fixed threshold turns that off, and the trim threshold's rise with
+    it (glibc keeps it at twice the mmap threshold): both are set, as glibc would. Every
+    allocation above the threshold faults its pages in afresh, so a low one costs time where
+    tensors of a few MiB come and go: at 1 MiB a refine step's rollout took 1.6x and its
+    training forward and backward 1.5x what they took at 16 MiB (docs/performance.md, memory;
+    ``benchmarks/allocator.py``).
     """
     mallopt = _glibc("mallopt")
     if nbytes is None or mallopt is None:
         return False
-    return bool(mallopt(M_MMAP_THRESHOLD, int(nbytes)))
+    return bool(mallopt(M_MMAP_THRESHOLD, int(nbytes))) and bool(
+        mallopt(M_TRIM_THRESHOLD, 2 * int(nbytes))
+    )
 
 
 def checkpoint_layers(model) -> None:

@@ -59,6 +59,34 @@ def test_a_fixed_mmap_threshold_returns_freed_tensors_to_the_os():
     assert dynamic - fixed > 200 * 2**20, (dynamic, fixed)
 
 
+# a 4 MiB tensor made and freed again and again (a decoding step's logits, a layer's
+# activations): below a 16 MiB threshold it comes from the heap, and the heap's top stays
+# resident for the next one only if the trim threshold rose with the mmap threshold
+REFAULTING = """
+import resource, sys, torch
+from lmcot import memory
+assert memory.set_mmap_threshold(int(sys.argv[1]))
+x = torch.ones(4 << 20, dtype=torch.uint8)
+del x
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(20):
+    x = torch.ones(4 << 20, dtype=torch.uint8)
+    del x
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+@pytest.mark.skipif(memory._glibc("mallopt") is None, reason="needs glibc's mallopt")
+def test_below_the_threshold_a_freed_tensor_is_not_faulted_in_again():
+    def faults(threshold: int) -> int:
+        run = [sys.executable, "-c", REFAULTING, str(threshold)]
+        return int(subprocess.run(run, check=True, capture_output=True, text=True).stdout)
+
+    pages = 20 * (4 << 20) // os.sysconf("SC_PAGE_SIZE")  # 20 fresh mappings' pages
+    assert faults(16 << 20) < pages // 10, faults(16 << 20)
+    assert faults(1 << 20) > pages // 2, faults(1 << 20)  # mapped afresh each time
+
+
 def test_train_releases_memory_after_every_stage(monkeypatch):
     import train
 
