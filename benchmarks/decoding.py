@@ -78,6 +78,7 @@ from hydra.utils import instantiate
 from transformers import CompileConfig, DynamicCache, StaticCache
 
 import lmcot  # noqa: F401  (config resolvers)
+from lmcot import memory
 from lmcot.data import synthetic
 from lmcot.lm.base import GenerationParams
 from lmcot.lm.prefix import extend
@@ -279,6 +280,7 @@ def run(args) -> None:
 
     with initialize(version_base="1.3", config_path="../conf"):
         cfg = compose("train", overrides=["reader.cache=null"])
+    memory.set_mmap_threshold(cfg.malloc_mmap_threshold)  # the allocator train.py runs with
     reader = instantiate(cfg.reader)
     model, tok = reader.model, reader.tokenizer
     bounds = Bounds(model)

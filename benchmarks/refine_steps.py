@@ -39,6 +39,7 @@ from hydra import compose, initialize
 from hydra.utils import instantiate
 
 import lmcot  # noqa: F401  (config resolvers)
+from lmcot import memory
 from lmcot.data import synthetic
 from lmcot.lm.hf import HFModel
 from lmcot.precision import training_dtype, training_precision
@@ -100,6 +101,7 @@ def default_grpo(student: str, shared: bool, clock: dict) -> tuple[RefineModule,
     with initialize(version_base="1.3", config_path="../conf"):
         cfg = compose("train", overrides=[f"student={student}", "refine=grpo",
                                           "refine.algorithm.minibatch_size=16"])  # fmt: skip
+    memory.set_mmap_threshold(cfg.malloc_mmap_threshold)  # the allocator train.py runs with
     r = cfg.refine
     model = instantiate(cfg.student, dtype=training_dtype(cfg.student, cfg.trainer))
     reader = instantiate(cfg.reader, cache=None)  # every step asks the reader anew
