@@ -3,6 +3,7 @@ step with each question's prompt computed once against every sample run whole.
 
     python benchmarks/refine_steps.py [--steps 4] [--student S] [--lora-student S]
     python benchmarks/refine_steps.py --shared-prompt [--rounds 3] [--lora-student S]
+        [--malloc-mmap-threshold BYTES]
 
 Step time: the same student (``--student``, fp32 CPU), 16 rationales of 32 new tokens per step
 (PPO: 16 questions, its default 2 epochs x minibatches of 4; GRPO: 2 questions x 8, one update),
@@ -19,7 +20,9 @@ questions x 8 samples of 48 new tokens, bf16 where the CPU has it. One module sa
 as the code did before; the other prefills once, draws by inverse CDF and runs
 ``prompt | c1 | ... | c8`` per question. They take one step each in turn, the
 first round a warm-up, so load on the machine hits both alike; prints samples per second of
-each, where each step's time went, and the ratio.
+each, where each step's time went, and the ratio. Both run at the allocator setting
+``train.py``'s default runs with, or ``--malloc-mmap-threshold`` (``experiment=refine_dev``
+runs at 16777216).
 """
 
 import argparse
@@ -95,13 +98,16 @@ def peak_rss(student: str, reference: str, steps: int) -> None:
     print(json.dumps({"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 
 
-def default_grpo(student: str, shared: bool, clock: dict) -> tuple[RefineModule, str]:
+def default_grpo(
+    student: str, shared: bool, clock: dict, threshold: int | None
+) -> tuple[RefineModule, str]:
     """GRPO 8 x 8 on the offline default's reward and student; ``clock`` sums the seconds of
     the rollouts and the reward (the rest of a step: its forwards and updates)."""
     with initialize(version_base="1.3", config_path="../conf"):
         cfg = compose("train", overrides=[f"student={student}", "refine=grpo",
                                           "refine.algorithm.minibatch_size=16"])  # fmt: skip
-    memory.set_mmap_threshold(cfg.malloc_mmap_threshold)  # the allocator train.py runs with
+    # the allocator train.py runs with, unless the command line names another
+    memory.set_mmap_threshold(threshold or cfg.malloc_mmap_threshold)
     r = cfg.refine
     model = instantiate(cfg.student, dtype=training_dtype(cfg.student, cfg.trainer))
     reader = instantiate(cfg.reader, cache=None)  # every step asks the reader anew
@@ -135,9 +141,9 @@ def timed(fn, clock: dict, part: str):
     return call
 
 
-def shared_prompt(student: str, rounds: int) -> None:
+def shared_prompt(student: str, rounds: int, threshold: int | None) -> None:
     clocks = {shared: defaultdict(float) for shared in (False, True)}
-    modules = {shared: default_grpo(student, shared, clocks[shared]) for shared in clocks}
+    modules = {s: default_grpo(student, s, clocks[s], threshold) for s in clocks}
     seconds = {shared: [] for shared in clocks}
     for round_ in range(rounds + 1):  # round 0 warms up (lazy loads, first generate)
         for shared, (module, precision) in modules.items():
@@ -152,7 +158,8 @@ def shared_prompt(student: str, rounds: int) -> None:
                 seconds[shared].append(time.perf_counter() - start)
     samples = 64
     print(f"{student}, GRPO 8 questions x 8 samples x 48 tokens, default reward, {precision}, "
-          f"{rounds} rounds (steps taken in turn):")  # fmt: skip
+          f"{rounds} rounds (steps taken in turn), malloc mmap threshold "
+          f"{threshold or 'train.py default'}:")  # fmt: skip
     for shared, label in ((False, "whole rows (before)"), (True, "shared prompt")):
         per_step = statistics.fmean(seconds[shared])
         parts = {k: v / rounds for k, v in clocks[shared].items()}
@@ -175,12 +182,14 @@ def main() -> None:
         help="GRPO 8 x 8 on the default reward: shared prompt vs whole rows",
     )
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--malloc-mmap-threshold", type=int, default=None,
+                        help="bytes (--shared-prompt); default: train.py's")  # fmt: skip
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         return peak_rss(args.lora_student, args.child, args.steps)
     if args.shared_prompt:
-        return shared_prompt(args.lora_student, args.rounds)
+        return shared_prompt(args.lora_student, args.rounds, args.malloc_mmap_threshold)
 
     ppo = seconds_per_step(module(args.student, "ppo", 16, 32), args.steps)
     grpo = seconds_per_step(module(args.student, "grpo", 2, 32), args.steps)
