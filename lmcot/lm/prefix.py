@@ -72,14 +72,14 @@ def repeated(cache, times: int):
 
 def extend(model, cache, ids: torch.Tensor, mask: torch.Tensor, logits: bool = False):
     """Run ``ids`` (B, T) after what ``cache`` holds; ``mask`` covers cache and ids. Returns
-    the model output (its cache is ``cache``, now longer by T). Without ``logits`` only the
-    last position's are computed: the vocabulary projection is a fifth of a small model."""
+    the model output (its cache is ``cache``, now longer by T), with every position's logits
+    when ``logits``. Without, the decoder alone runs (a prefill wants the cache, not logits),
+    so the vocabulary projection is skipped: asked for the last position alone, the projection
+    of a PEFT-wrapped student took a slow path on the sliced hidden state that held 0.85 GB
+    more at its peak than the plain model's (docs/performance.md, memory)."""
     past = mask.shape[1] - ids.shape[1]
-    return model(
-        input_ids=ids,
-        attention_mask=mask,
-        position_ids=positions(mask)[:, past:],
-        cache=cache,
-        use_cache=True,
-        logits_to_keep=0 if logits else 1,
-    )
+    inputs = {"input_ids": ids, "attention_mask": mask, "cache": cache, "use_cache": True,
+              "position_ids": positions(mask)[:, past:]}  # fmt: skip
+    if logits:
+        return model(**inputs, logits_to_keep=0)
+    return model.get_decoder()(**inputs)  # a PEFT model's adapters live inside its decoder
