@@ -106,8 +106,8 @@ def default_grpo(
     with initialize(version_base="1.3", config_path="../conf"):
         cfg = compose("train", overrides=[f"student={student}", "refine=grpo",
                                           "refine.algorithm.minibatch_size=16"])  # fmt: skip
-    # the allocator train.py runs with, unless the command line names another
-    memory.set_mmap_threshold(threshold or cfg.malloc_mmap_threshold)
+    # the allocator train.py runs with, unless the command line names another (0 included)
+    memory.set_mmap_threshold(cfg.malloc_mmap_threshold if threshold is None else threshold)
     r = cfg.refine
     model = instantiate(cfg.student, dtype=training_dtype(cfg.student, cfg.trainer))
     reader = instantiate(cfg.reader, cache=None)  # every step asks the reader anew
@@ -159,7 +159,7 @@ def shared_prompt(student: str, rounds: int, threshold: int | None) -> None:
     samples = 64
     print(f"{student}, GRPO 8 questions x 8 samples x 48 tokens, default reward, {precision}, "
           f"{rounds} rounds (steps taken in turn), malloc mmap threshold "
-          f"{threshold or 'train.py default'}:")  # fmt: skip
+          f"{'train.py default' if threshold is None else threshold}:")  # fmt: skip
     for shared, label in ((False, "whole rows (before)"), (True, "shared prompt")):
         per_step = statistics.fmean(seconds[shared])
         parts = {k: v / rounds for k, v in clocks[shared].items()}
