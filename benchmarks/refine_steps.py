@@ -3,7 +3,7 @@ step with each question's prompt computed once against every sample run whole.
 
     python benchmarks/refine_steps.py [--steps 4] [--student S] [--lora-student S]
     python benchmarks/refine_steps.py --shared-prompt [--rounds 3] [--lora-student S]
-        [--malloc-mmap-threshold BYTES]
+        [--malloc-mmap-threshold BYTES] [--today KEY=VALUE ...]
 
 Step time: the same student (``--student``, fp32 CPU), 16 rationales of 32 new tokens per step
 (PPO: 16 questions, its default 2 epochs x minibatches of 4; GRPO: 2 questions x 8, one update),
@@ -22,7 +22,8 @@ as the code did before; the other prefills once, draws by inverse CDF and runs
 first round a warm-up, so load on the machine hits both alike; prints samples per second of
 each, where each step's time went, and the ratio. Both run at the allocator setting
 ``train.py``'s default runs with, or ``--malloc-mmap-threshold`` (``experiment=refine_dev``
-runs at 16777216).
+runs at 16777216). ``--today`` adds config overrides to the shared-prompt module alone (a lever
+measured against the same "before", e.g. ``refine.activation_checkpointing=false``).
 """
 
 import argparse
@@ -99,13 +100,14 @@ def peak_rss(student: str, reference: str, steps: int) -> None:
 
 
 def default_grpo(
-    student: str, shared: bool, clock: dict, threshold: int | None
+    student: str, shared: bool, clock: dict, threshold: int | None, overrides=()
 ) -> tuple[RefineModule, str]:
-    """GRPO 8 x 8 on the offline default's reward and student; ``clock`` sums the seconds of
-    the rollouts and the reward (the rest of a step: its forwards and updates)."""
+    """GRPO 8 x 8 on the offline default's reward and student (with ``overrides``); ``clock``
+    sums the seconds of the rollouts and the reward (the rest of a step: forwards, updates)."""
     with initialize(version_base="1.3", config_path="../conf"):
-        cfg = compose("train", overrides=[f"student={student}", "refine=grpo",
-                                          "refine.algorithm.minibatch_size=16"])  # fmt: skip
+        overrides = [f"student={student}", "refine=grpo", "refine.algorithm.minibatch_size=16",
+                     *overrides]  # fmt: skip
+        cfg = compose("train", overrides=overrides)
     # the allocator train.py runs with, unless the command line names another (0 included)
     memory.set_mmap_threshold(cfg.malloc_mmap_threshold if threshold is None else threshold)
     r = cfg.refine
@@ -141,9 +143,10 @@ def timed(fn, clock: dict, part: str):
     return call
 
 
-def shared_prompt(student: str, rounds: int, threshold: int | None) -> None:
+def shared_prompt(student: str, rounds: int, threshold: int | None, today=()) -> None:
     clocks = {shared: defaultdict(float) for shared in (False, True)}
-    modules = {s: default_grpo(student, s, clocks[s], threshold) for s in clocks}
+    modules = {s: default_grpo(student, s, clocks[s], threshold, today if s else ())
+               for s in clocks}  # fmt: skip
     seconds = {shared: [] for shared in clocks}
     for round_ in range(rounds + 1):  # round 0 warms up (lazy loads, first generate)
         for shared, (module, precision) in modules.items():
@@ -159,7 +162,8 @@ def shared_prompt(student: str, rounds: int, threshold: int | None) -> None:
     samples = 64
     print(f"{student}, GRPO 8 questions x 8 samples x 48 tokens, default reward, {precision}, "
           f"{rounds} rounds (steps taken in turn), malloc mmap threshold "
-          f"{'train.py default' if threshold is None else threshold}:")  # fmt: skip
+          f"{'train.py default' if threshold is None else threshold}"
+          f"{', shared prompt with ' + ' '.join(today) if today else ''}:")  # fmt: skip
     for shared, label in ((False, "whole rows (before)"), (True, "shared prompt")):
         per_step = statistics.fmean(seconds[shared])
         parts = {k: v / rounds for k, v in clocks[shared].items()}
@@ -184,12 +188,15 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--malloc-mmap-threshold", type=int, default=None,
                         help="bytes (--shared-prompt); default: train.py's")  # fmt: skip
+    parser.add_argument("--today", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="config overrides of the shared-prompt module")  # fmt: skip
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         return peak_rss(args.lora_student, args.child, args.steps)
     if args.shared_prompt:
-        return shared_prompt(args.lora_student, args.rounds, args.malloc_mmap_threshold)
+        return shared_prompt(args.lora_student, args.rounds, args.malloc_mmap_threshold,
+                             args.today)  # fmt: skip
 
     ppo = seconds_per_step(module(args.student, "ppo", 16, 32), args.steps)
     grpo = seconds_per_step(module(args.student, "grpo", 2, 32), args.steps)
