@@ -177,6 +177,29 @@ def test_reward_with_a_known_optimum_rises(cfg_factory, tmp_path, student, algo)
     assert last > rewards[0] + 0.3, rewards
 
 
+def starts_with_the(prompts, completions, **_):
+    """A reward with a known optimum (1.0) that a pretrained student reaches through one token's
+    probability: the rationale's first word is "The"."""
+    return [float(c.split()[:1] == ["The"]) for c in completions]
+
+
+@pytest.mark.slow
+def test_the_offline_default_student_learns_a_known_optimum(cfg_factory, tmp_path):
+    """The real student of ``python train.py`` (SmolLM2-135M-Instruct with its LoRA adapters,
+    fp32) under the default algorithm (RLOO, 2 questions x 8 rationales; lr 1e-3, ten times
+    refine's default, so that 8 steps suffice) learns to begin with "The", with nothing planted.
+    The uppercase share took this student .07 -> .38 in 20 steps on one trajectory and stayed at
+    .13 on another (2 threads): a character-level reward moves slowly from a pretrained start,
+    where one opening word is a choice the model already makes a quarter of the time.
+    Measured, 1 thread, AMD EPYC without AMX (rollout seed: step 0 -> mean of the last 3):
+    seed 0 .27 -> .90, seed 1 .16 -> .86, seed 2 .28 -> .89."""
+    pl.seed_everything(0)
+    module, seen = build(cfg_factory, "smollm2_lora", "rloo", starts_with_the, 1e-3)
+    fit(module, 8, tmp_path)
+    rewards = seen["reward"]
+    assert sum(rewards[-3:]) / 3 > rewards[0] + 0.3, rewards
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "algo,kl_in_reward", [("grpo", "false"), ("ppo", "false")], ids=["grpo", "ppo"]
