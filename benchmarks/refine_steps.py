@@ -105,9 +105,8 @@ def default_grpo(
     """GRPO 8 x 8 on the offline default's reward and student (with ``overrides``); ``clock``
     sums the seconds of the rollouts and the reward (the rest of a step: forwards, updates)."""
     with initialize(version_base="1.3", config_path="../conf"):
-        overrides = [f"student={student}", "refine=grpo", "refine.algorithm.minibatch_size=16",
-                     *overrides]  # fmt: skip
-        cfg = compose("train", overrides=overrides)
+        base = [f"student={student}", "refine=grpo", "refine.algorithm.minibatch_size=16"]
+        cfg = compose("train", overrides=[*base, *overrides])
     # the allocator train.py runs with, unless the command line names another (0 included)
     memory.set_mmap_threshold(cfg.malloc_mmap_threshold if threshold is None else threshold)
     r = cfg.refine
