@@ -25,10 +25,12 @@ METHODS = ["standard", "cot", "lm_guided_kd", "lm_guided_kd_sc", "lm_guided_rl",
 def run_ddp(root, algorithm: str) -> str:
     """One 2-process run of the default stages in ``root/<algorithm>``; its console output."""
     cmd = train_cmd(root, *DDP, f"refine={algorithm}", run=algorithm)
-    done = subprocess.run(cmd, cwd=root, env=env(), capture_output=True, text=True,
+    # a rank's Python or native crash (faulthandler) in full, for the failure message
+    loud = env() | {"HYDRA_FULL_ERROR": "1", "PYTHONFAULTHANDLER": "1"}
+    done = subprocess.run(cmd, cwd=root, env=loud, capture_output=True, text=True,
                           timeout=TIMEOUT_S)  # fmt: skip
     log = done.stdout + done.stderr
-    assert done.returncode == 0, log[-3000:]
+    assert done.returncode == 0, failure(root / algorithm, log)
     assert "MEMBER: 1/2" in log  # rank 0 of a real 2-process group
     rank1 = (root / algorithm / "train_ddp_process_1.log").read_text()
     assert "rank 1 leaves evaluation to rank zero" in rank1  # rank 1 got past refine
@@ -39,6 +41,19 @@ def run_ddp(root, algorithm: str) -> str:
     keys = [(r["id"], r["method"]) for r in jsonl(results.parent / "predictions.jsonl")]
     assert len(keys) == len(set(keys)) == 4 * len(METHODS)
     return log
+
+
+def failure(run_dir, log: str) -> str:
+    """What a failed run leaves to read: the first traceback of either rank (a crash of rank 1
+    shows in rank 0 only as a closed connection, at the end of the output) and rank 1's log."""
+    rank1 = run_dir / "train_ddp_process_1.log"
+    first = min(
+        (i for i in (log.find("Traceback"), log.find("Fatal Python error")) if i >= 0), default=0
+    )
+    return (
+        f"output from the first traceback:\n{log[first : first + 4000]}\n...\n{log[-1500:]}"
+        f"\nrank 1's log ends:\n{rank1.read_text()[-1500:] if rank1.exists() else '(none)'}"
+    )
 
 
 def exports(root, stage: str) -> list:
