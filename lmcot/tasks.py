@@ -9,6 +9,7 @@ import time
 import traceback
 from pathlib import Path
 
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
@@ -66,6 +67,8 @@ def task_wrapper(task):
         seed_everything(cfg.seed, workers=True, verbose=False)
         memory.set_mmap_threshold(cfg.get("malloc_mmap_threshold"))
         out = Path(cfg.paths.output_dir)
+        # jobs side by side (hydra/launcher=cpu_parallel) each get a share of the cores
+        log.info("torch threads: %d", torch.get_num_threads())
         multirun, key = _multirun(), job_key(cfg)  # the key of the config as launched
         try:
             if multirun and (done := finished_metrics(out, key)) is not None:

@@ -2,10 +2,13 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 
+import joblib
 import pytest
 from conftest import REPO, compose_cfg
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -116,6 +119,14 @@ def test_slurm_launcher_composes_to_executor_parameters(tmp_path):
     assert built.params["timeout_min"] == 720 and built.params["partition"] == "gpu"
 
 
+def test_cpu_parallel_launcher_runs_two_jobs_in_loky_processes(tmp_path):
+    cfg = compose_cfg(tmp_path, "sweeps=aspects", "hydra/launcher=cpu_parallel",
+                      config_name="train")  # fmt: skip
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("JoblibLauncher")
+    assert (launcher.n_jobs, launcher.prefer, launcher.backend) == (2, "processes", None)
+
+
 def run_sweep(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
     cmd = [
@@ -153,6 +164,31 @@ def test_smoke_multirun_shares_stages_skips_finished_jobs_and_lists_failures(tmp
     assert broken.returncode != 0 and "2 of 6 jobs failed" in out
     assert "failed" in out and "no_such_aspect" in out
     assert out.count("job already finished") == 2  # [readability] x k=2,3 were done
+
+
+def job_span(job: Path) -> tuple[datetime, datetime, int]:
+    """A job's first and last log time and the torch threads its log says it ran on."""
+    log = (job / "train.log").read_text()
+    times = [datetime.strptime(m, "%Y-%m-%d %H:%M:%S,%f")
+             for m in re.findall(r"^\[(\d{4}-\d\d-\d\d [\d:,]+)\]", log, re.M)]  # fmt: skip
+    return times[0], times[-1], int(re.search(r"torch threads: (\d+)", log).group(1))
+
+
+@pytest.mark.slow
+def test_cpu_parallel_multirun_shares_the_cores_and_makes_each_stage_once(tmp_path):
+    """Two jobs at a time, each on half the cores, overlapping; the teacher and the KD student,
+    which all four jobs share, are still made once (a job waits on the other's lock)."""
+    done = run_sweep(tmp_path, "hydra/launcher=cpu_parallel")
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    log = done.stdout + done.stderr
+    assert log.count("teacher: 12 of 12 questions to do") == 1
+    assert log.count("distilled student exported") == 1
+    jobs = sorted(p for p in (tmp_path / "outputs" / "sweeps" / "smoke").iterdir() if p.is_dir())
+    assert len(jobs) == 4 and all((p / "results.json").exists() for p in jobs)
+    spans = [job_span(p) for p in jobs]
+    assert {threads for *_, threads in spans} == {max(1, joblib.cpu_count() // 2)}  # as loky
+    overlaps = [a[0] < b[1] and b[0] < a[1] for i, a in enumerate(spans) for b in spans[i + 1 :]]
+    assert any(overlaps), spans  # side by side, not one after the other
 
 
 def test_optuna_search_composes(tmp_path):
