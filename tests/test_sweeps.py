@@ -119,7 +119,7 @@ def test_slurm_launcher_composes_to_executor_parameters(tmp_path):
     assert built.params["timeout_min"] == 720 and built.params["partition"] == "gpu"
 
 
-def test_cpu_parallel_launcher_runs_two_jobs_in_loky_processes(tmp_path):
+def test_cpu_parallel_launcher_composes_to_two_loky_processes(tmp_path):
     cfg = compose_cfg(tmp_path, "sweeps=aspects", "hydra/launcher=cpu_parallel",
                       config_name="train")  # fmt: skip
     launcher = cfg.hydra.launcher
