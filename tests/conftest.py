@@ -2,6 +2,8 @@
 
 import logging
 import os
+import re
+from datetime import datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -23,6 +25,19 @@ import lmcot  # noqa: E402,F401  (registers the config resolvers)
 FIXTURES = REPO / "tests" / "fixtures"  # real rows, vendored: see its README.md
 HOTPOT_SAMPLE = FIXTURES / "hotpotqa" / "hotpot_dev_distractor_sample.json"
 TWOWIKI_SAMPLE = FIXTURES / "2wikimultihopqa" / "dev_sample.json"
+
+
+LOG_TIME = r"^\[([\d-]+ [\d:]+,\d+)\]"  # Hydra's log line: [2026-01-01 12:00:00,123][...] - ...
+
+
+def log_time(stamp: str) -> datetime:
+    """The time of a log line's stamp (the first group of :data:`LOG_TIME`)."""
+    return datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f")
+
+
+def log_times(log: str) -> list[datetime]:
+    """The time of every line of a Hydra log, in order."""
+    return [log_time(m) for m in re.findall(LOG_TIME, log, re.M)]
 
 
 class Lines(logging.Handler):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import joblib
 import pytest
-from conftest import REPO, compose_cfg
+from conftest import REPO, compose_cfg, log_times
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
@@ -143,12 +143,17 @@ def run_sweep(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess:
                           timeout=1200)  # fmt: skip
 
 
+def smoke_jobs(tmp_path: Path) -> list[Path]:
+    """The job directories of :func:`run_sweep`'s multirun, in name order."""
+    return sorted(p for p in (tmp_path / "outputs" / "sweeps" / "smoke").iterdir() if p.is_dir())
+
+
 @pytest.mark.slow
 def test_smoke_multirun_shares_stages_skips_finished_jobs_and_lists_failures(tmp_path):
     first = run_sweep(tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
     log = first.stdout + first.stderr
-    job_dirs = [p for p in (tmp_path / "outputs" / "sweeps" / "smoke").iterdir() if p.is_dir()]
+    job_dirs = smoke_jobs(tmp_path)
     assert len(job_dirs) == 4 and all((p / "results.json").exists() for p in job_dirs)
     assert log.count("teacher: 12 of 12 questions to do") == 1  # one teacher file for 4 jobs
     assert log.count("distilled student exported") == 1  # one KD student for 4 jobs
@@ -169,8 +174,7 @@ def test_smoke_multirun_shares_stages_skips_finished_jobs_and_lists_failures(tmp
 def job_span(job: Path) -> tuple[datetime, datetime, int]:
     """A job's first and last log time and the torch threads its log says it ran on."""
     log = (job / "train.log").read_text()
-    times = [datetime.strptime(m, "%Y-%m-%d %H:%M:%S,%f")
-             for m in re.findall(r"^\[(\d{4}-\d\d-\d\d [\d:,]+)\]", log, re.M)]  # fmt: skip
+    times = log_times(log)
     return times[0], times[-1], int(re.search(r"torch threads: (\d+)", log).group(1))
 
 
@@ -183,7 +187,7 @@ def test_cpu_parallel_multirun_shares_the_cores_and_makes_each_stage_once(tmp_pa
     log = done.stdout + done.stderr
     assert log.count("teacher: 12 of 12 questions to do") == 1
     assert log.count("distilled student exported") == 1
-    jobs = sorted(p for p in (tmp_path / "outputs" / "sweeps" / "smoke").iterdir() if p.is_dir())
+    jobs = smoke_jobs(tmp_path)
     assert len(jobs) == 4 and all((p / "results.json").exists() for p in jobs)
     spans = [job_span(p) for p in jobs]
     assert {threads for *_, threads in spans} == {max(1, joblib.cpu_count() // 2)}  # as loky

@@ -20,7 +20,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-from conftest import compose_cfg
+from conftest import LOG_TIME, compose_cfg, log_time, log_times
 from harness import Outcome, check_left_behind, jsonl, results_core, run, train_cmd
 from safetensors.torch import load_file
 
@@ -55,14 +55,9 @@ TRIALS = {"teacher": 5, "distill": 4, "refine": 4, "evaluate": 4, "multirun": 3}
 
 def stamp(log: str, line: str) -> datetime:
     """When Hydra's log recorded ``line`` first (``[2026-01-01 12:00:00,123][...] - line``)."""
-    match = re.search(r"^\[([\d-]+ [\d:]+,\d+)\].*" + re.escape(line), log, re.M)
+    match = re.search(LOG_TIME + ".*" + re.escape(line), log, re.M)
     assert match, f"no log line {line!r}"
-    return datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S,%f")
-
-
-def last_stamp(log: str) -> datetime:
-    return datetime.strptime(re.findall(r"^\[([\d-]+ [\d:]+,\d+)\]", log, re.M)[-1],
-                             "%Y-%m-%d %H:%M:%S,%f")  # fmt: skip
+    return log_time(match.group(1))
 
 
 def start_state(reference: Path, root: Path, keep: tuple[str, ...]) -> None:
@@ -84,7 +79,7 @@ def pipeline(tmp_path_factory):
     windows = {}
     for name, setup in SETUPS.items():
         to = (
-            last_stamp(done.log)
+            log_times(done.log)[-1]
             if setup.reference_to is None
             else stamp(done.log, setup.reference_to)
         )
