@@ -89,7 +89,7 @@ class PPO:
     def advantages(self, scores, logp, ref_logp, values, mask):
         """(per-token advantages, returns) from sequence scores ``(N,)``."""
         rewards = torch.zeros_like(logp)
-        if self.kl_in_reward:
+        if self.kl_in_reward and self.kl.value > 0:  # beta = 0: no reference log-probs
             rewards = -self.kl.value * rl.kl_estimate(logp, ref_logp, "k1") * mask
         last = (mask.sum(1).long() - 1).clamp(min=0)
         rewards[torch.arange(len(scores)), last] += scores
@@ -103,7 +103,7 @@ class PPO:
         policy, clip_ratio = rl.clipped_surrogate(
             logp, batch.old_logp, batch.advantages, batch.mask, self.clip
         )
-        if not self.kl_in_reward:
+        if not self.kl_in_reward and self.kl.value > 0:
             policy = policy + self.kl.value * kl_loss(logp, batch)
         return policy + self.vf_coef * vloss, {"clip_ratio": clip_ratio, "value_loss": vloss}
 
@@ -138,7 +138,7 @@ class GRPO:
         self.scale_rewards, self.kl_in_reward = scale_rewards, kl_in_reward
 
     def advantages(self, scores, logp, ref_logp, values, mask):
-        if self.kl_in_reward:
+        if self.kl_in_reward and self.kl.value > 0:
             scores = scores - self.kl.value * (rl.kl_estimate(logp, ref_logp, "k1") * mask).sum(1)
         valid = mask.sum(1) > 0
         return self.group_advantages(scores, valid)[:, None] * mask, None
@@ -150,7 +150,7 @@ class GRPO:
         policy, clip_ratio = rl.clipped_surrogate(
             logp, batch.old_logp, batch.advantages, batch.mask, self.clip
         )
-        if not self.kl_in_reward:
+        if not self.kl_in_reward and self.kl.value > 0:
             policy = policy + self.kl.value * kl_loss(logp, batch)
         return policy, {"clip_ratio": clip_ratio}
 

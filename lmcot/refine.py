@@ -21,8 +21,12 @@ Safety rails:
 - an empty rationale gets the step's lowest reward minus ``empty_penalty`` standard deviations
   of the step's rewards; one cut off by ``max_new_tokens`` gets no reward and no gradient
   (``mask_truncated``; TRL's ``mask_truncated_completions``);
-- a mean KL to the reference above ``kl_limit`` stops the run, naming the step and the KL;
-  a non-finite loss stops it too, before it can reach the weights.
+- a mean KL to the reference above ``kl_limit``, in a step or in the probe, stops the run,
+  naming the step and the KL; a non-finite loss stops it too, before it can reach the weights.
+
+With a KL coefficient of 0 (beta = 0, as DAPO and Dr. GRPO train) no loss or reward term reads
+the reference, so a step runs no reference forward (one no-grad forward of its batch fewer);
+the KL is then measured by the probe alone, exactly, every ``probe.every`` steps.
 
 Dropout stays off during RL (the model is kept in eval mode): the PPO ratio must compare the
 policy that sampled with the one being updated. Every step draws from torch's RNG forked and
@@ -95,8 +99,9 @@ class Rollouts:
 class Updates:
     """How the algorithm's updates reach the weights: ``optimizer``, a partial optimiser given
     the trainable parameters (as groups: the critic's at the algorithm's ``value_lr``), with
-    gradients clipped to ``max_grad_norm`` (None: unclipped); a step whose mean KL to the
-    reference exceeds ``kl_limit`` stops the run before its update (the module doc's rails)."""
+    gradients clipped to ``max_grad_norm`` (None: unclipped); a mean KL to the reference above
+    ``kl_limit``, a step's or the probe's, stops the run before the update (the module doc's
+    rails)."""
 
     optimizer: partial
     max_grad_norm: float | None = 1.0
@@ -301,17 +306,14 @@ class RefineModule(pl.LightningModule):
             )
         values = None if live_values is None else live_values.detach()
         batch.old_logp = logp.detach()
-        with torch.no_grad():
-            batch.ref_logp = self.reference_logp(batch)
         chosen = batch.mask.clone()  # every chosen token, for the logged KL and entropy
         batch.mask = batch.mask * valid[:, None]  # no reward, no gradient
-        kl = (rl.kl_estimate(batch.old_logp, batch.ref_logp, "k1") * chosen).sum(1).mean().item()
-        limit = self.updates.kl_limit
-        if kl > limit:
-            raise RuntimeError(
-                f"refine step {self.rl_step}: KL to the reference {kl:.3f} exceeds "
-                f"refine.kl_limit={limit}; lower the learning rate or raise the KL coef"
-            )
+        kl = None  # beta = 0: nothing reads the reference, so it is not run (the probe's KL is)
+        if self.algorithm.kl.value > 0:
+            with torch.no_grad():
+                batch.ref_logp = self.reference_logp(batch)
+            kl = (rl.kl_estimate(batch.old_logp, batch.ref_logp, "k1") * chosen).sum(1).mean()
+            kl = self.check_kl(kl.item())
         batch.advantages, batch.returns = self.algorithm.advantages(
             rewards, batch.old_logp, batch.ref_logp, values, batch.mask
         )
@@ -319,11 +321,21 @@ class RefineModule(pl.LightningModule):
         critic_only = self.rl_step < self.algorithm.critic_warmup_steps
         stats = self.update(batch, forward=(logp, live_values) if reuse else None,
                             critic_only=critic_only)  # fmt: skip
-        if not critic_only:
+        if not critic_only and kl is not None:
             self.algorithm.kl.update(kl, n_steps=len(rewards))
         stats |= self.diagnostics(batch, scores)
         self.log_step(scores, rewards, valid, kl, entropy, chosen, stats)
         self.maybe_log_table(examples, out["texts"], scores, rewards)
+
+    def check_kl(self, kl: float) -> float:
+        """The KL rail (the module doc): ``kl``, or the run stops before this step's update."""
+        if kl > self.updates.kl_limit:
+            raise RuntimeError(
+                f"refine step {self.rl_step}: KL to the reference {kl:.3f} exceeds "
+                f"refine.kl_limit={self.updates.kl_limit}; lower the learning rate or raise "
+                "the KL coef"
+            )
+        return kl
 
     def update(self, batch: Batch, forward: tuple | None = None,
                critic_only: bool = False) -> dict[str, float]:  # fmt: skip
@@ -371,7 +383,7 @@ class RefineModule(pl.LightningModule):
         policy = self.token_logits(self.model, batch)[0].float() / self.sampling.temperature
         policy, reference = policy.log_softmax(-1), self.reference_logits(batch).log_softmax(-1)
         kl = (policy.exp() * (policy - reference)).sum(-1)
-        metrics = {"probe/kl": (kl * batch.mask).sum(1).mean().item()}
+        metrics = {"probe/kl": self.check_kl((kl * batch.mask).sum(1).mean().item())}
         raw = self.reward.registry.score(prompts, out["texts"], examples=examples)
         for aspect, values in raw.items():
             present = [v for v in values if v is not None]
@@ -407,7 +419,7 @@ class RefineModule(pl.LightningModule):
         metrics |= {
             "reward": shaped.mean().item() if len(shaped) else float("nan"),
             "reward_std": shaped.std(unbiased=False).item() if len(shaped) else float("nan"),
-            "kl": kl,
+            **({} if kl is None else {"kl": kl}),
             "kl_coef": self.algorithm.kl.value,
             "entropy": rl.masked_mean(entropy, chosen).item(),
             "completion_length": chosen.sum(1).mean().item(),

@@ -326,6 +326,40 @@ def test_kl_above_the_limit_stops_the_run_naming_step_and_kl(cfg_factory, tmp_pa
         fit(module, 3, tmp_path)
 
 
+@pytest.mark.parametrize("algo", ["grpo", "ppo"])
+def test_a_zero_kl_coefficient_runs_no_reference_and_trains_as_a_vanishing_one(
+    cfg_factory, tmp_path, algo
+):
+    """beta = 0 (GRPO's KL in the loss, PPO's in the reward): no step runs the reference, no
+    step logs a KL, and the weights end where a coefficient of 1e-12 takes them."""
+
+    def trained(coef: float):
+        pl.seed_everything(0)
+        module, seen = build(cfg_factory, "tiny_llama", algo, uppercase_share, 1e-2,
+                             f"refine.algorithm.kl.coef={coef}", batch_size=2,
+                             optimizer=torch.optim.SGD)  # fmt: skip
+        calls, reference = [], module.reference_logits
+        module.reference_logits = lambda batch: calls.append(1) or reference(batch)
+        fit(module, 2, tmp_path / str(coef))
+        return module, len(calls), seen["kl"]
+
+    free, free_calls, free_kl = trained(0.0)
+    tiny, tiny_calls, tiny_kl = trained(1e-12)
+    assert (free_calls, tiny_calls) == (0, 2) and free_kl == [None, None] and None not in tiny_kl
+    for (name, a), b in zip(free.state_dict().items(), tiny.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-6), name
+
+
+def test_without_a_reference_the_probes_kl_stops_the_run(cfg_factory, tmp_path):
+    """beta = 0: the KL rail reads the probe's exact KL, which leaves 0 as the policy moves."""
+    module, seen = build(cfg_factory, "tiny_llama", "grpo", uppercase_share, 1e-2,
+                         "refine.algorithm.kl.coef=0", batch_size=2, kl_limit=1e-4,
+                         probe=Probe(every=1, questions=3))  # fmt: skip
+    with pytest.raises(RuntimeError, match=r"refine step [1-9]\d*: KL to the reference"):
+        fit(module, 6, tmp_path)
+    assert seen["kl"] and set(seen["kl"]) == {None}  # steps ran before the probe stopped it
+
+
 def test_resume_gives_the_same_next_loss_and_final_weights(cfg_factory, tmp_path):
     def trained(epochs, ckpt=None, root="a"):
         pl.seed_everything(0)
