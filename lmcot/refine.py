@@ -229,6 +229,11 @@ class RefineModule(pl.LightningModule):
             nn.init.zeros_(self.value_head.bias)
         self.strict_loading = False  # checkpoints hold the trained parameters only
         self.rl_step = 0
+        if algorithm.kl.value == 0 and not logs.probe.every:
+            log.warning(
+                "refine: KL coef 0 and refine.probe.every=0: nothing measures the KL to "
+                "the reference, and refine.kl_limit checks nothing (set probe.every)"
+            )
 
     # ---- forward passes ----------------------------------------------------------------
     def token_logits(self, model, batch: Batch, values: bool = False):

@@ -350,6 +350,15 @@ def test_a_zero_kl_coefficient_runs_no_reference_and_trains_as_a_vanishing_one(
         assert torch.allclose(a, b, atol=1e-6), name
 
 
+def test_beta_0_without_a_probe_warns_that_nothing_measures_the_kl(cfg_factory, caplog):
+    build(cfg_factory, "tiny_llama", "grpo", uppercase_share, 1e-2, "refine.algorithm.kl.coef=0")
+    assert "nothing measures the KL" in caplog.text
+    caplog.clear()
+    build(cfg_factory, "tiny_llama", "grpo", uppercase_share, 1e-2, "refine.algorithm.kl.coef=0",
+          probe=Probe(every=4))  # fmt: skip
+    assert "nothing measures the KL" not in caplog.text
+
+
 def test_without_a_reference_the_probes_kl_stops_the_run(cfg_factory, tmp_path):
     """beta = 0: the KL rail reads the probe's exact KL, which leaves 0 as the policy moves."""
     module, seen = build(cfg_factory, "tiny_llama", "grpo", uppercase_share, 1e-2,
