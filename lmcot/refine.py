@@ -24,7 +24,7 @@ Safety rails:
 - a mean KL to the reference above ``kl_limit``, in a step or in the probe, stops the run,
   naming the step and the KL; a non-finite loss stops it too, before it can reach the weights.
 
-With a KL coefficient of 0 (beta = 0, as DAPO and Dr. GRPO train) no loss or reward term reads
+With a KL coefficient of 0 (beta = 0, as DAPO trains) no loss or reward term reads
 the reference, so a step runs no reference forward (one no-grad forward of its batch fewer);
 the KL is then measured by the probe alone, exactly, every ``probe.every`` steps.
 
