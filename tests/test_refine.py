@@ -157,18 +157,21 @@ def test_rollouts_sample_the_whole_distribution_not_its_top_50(cfg_factory):
 @pytest.mark.parametrize("student", ["tiny_llama", "tiny_t5"])
 def test_reward_with_a_known_optimum_rises(cfg_factory, tmp_path, student, algo):
     """30 steps take the uppercase share from the untrained policy's ~0.08 (step 0) towards its
-    optimum 1.0 (measured, seed 0, step 0 -> mean of the last 5 steps: tiny_llama PPO .09 -> .70,
-    GRPO .09 -> .95, RLOO .09 -> .52; tiny_t5 PPO .07 -> .91, GRPO .06 -> .84, RLOO .06 -> .64).
-    Step 0, not the first five, is the baseline: GRPO and RLOO rise within two steps. With the
-    critic on the policy's features (not detached) tiny_llama PPO reached only .29.
+    optimum 1.0 (measured at KL coefficient 0.01, seed 0, 2 threads, AMD EPYC with AVX2 only,
+    step 0 -> mean of the last 5 steps: tiny_llama PPO .06 -> .80, GRPO .09 -> .98, RLOO .09 ->
+    .92; tiny_t5 PPO .05 -> .88, GRPO .06 -> .91, RLOO .06 -> .89). Step 0, not the first five,
+    is the baseline: GRPO and RLOO rise within two steps. With the critic on the policy's
+    features (not detached) tiny_llama PPO reached only .29.
 
-    PPO at its default KL coefficient (0.05 per token in the reward) rises and then returns to
-    the reference (tiny_llama .09 -> .59 -> .13): all caps costs 20-30 nats of KL over 8
-    tokens, more than the +0.9 reward buys at 0.05, so the KL-regularised optimum is near the
-    reference. At 0.01 the optimum is the task's."""
+    At the default coefficients the reward rises and then returns to the reference: PPO (0.05
+    per token in the reward) tiny_llama .09 -> .59 -> .13; RLOO (0.04, k3 in the loss)
+    tiny_llama .09 -> .70 (step 3) -> .32 on that AVX2 CPU (.52 on an AVX-512 one, so the test
+    passed there and failed here). All caps costs 20-30 nats of KL over 8 tokens, more than
+    the +0.9 reward buys, so the KL-regularised optimum is near the reference. At 0.01 the
+    optimum is the task's, for every algorithm."""
     pl.seed_everything(0)
-    overrides = ["refine.algorithm.kl.coef=0.01"] if algo == "ppo" else []
-    module, seen = build(cfg_factory, student, algo, uppercase_share, 1e-2, *overrides,
+    module, seen = build(cfg_factory, student, algo, uppercase_share, 1e-2,
+                         "refine.algorithm.kl.coef=0.01",
                          batch_size=8 if algo == "ppo" else 2)  # fmt: skip
     read_uppercase_along_one_direction(module.student)
     fit(module, 30, tmp_path)
