@@ -24,8 +24,8 @@ Safety rails:
 - a mean KL to the reference above ``kl_limit``, in a step or in the probe, stops the run,
   naming the step and the KL; a non-finite loss stops it too, before it can reach the weights.
 
-With a KL coefficient of 0 (beta = 0, as DAPO trains) no loss or reward term reads
-the reference, so a step runs no reference forward (one no-grad forward of its batch fewer);
+With a KL coefficient of 0 (beta = 0, RLOO's default, as DAPO trains) no loss or reward term
+reads the reference, so a step runs no reference forward (one no-grad forward of its batch fewer);
 the KL is then measured by the probe alone, exactly, every ``probe.every`` steps.
 
 Dropout stays off during RL (the model is kept in eval mode): the PPO ratio must compare the
@@ -230,7 +230,7 @@ class RefineModule(pl.LightningModule):
         self.strict_loading = False  # checkpoints hold the trained parameters only
         self.rl_step = 0
         if algorithm.kl.value == 0 and not logs.probe.every:
-            log.warning(
+            log.info(
                 "refine: KL coef 0 and refine.probe.every=0: nothing measures the KL to "
                 "the reference, and refine.kl_limit checks nothing (set probe.every)"
             )
