@@ -3,7 +3,7 @@ step with each question's prompt computed once against every sample run whole.
 
     python benchmarks/refine_steps.py [--steps 4] [--student S] [--lora-student S]
     python benchmarks/refine_steps.py --shared-prompt [--rounds 3] [--lora-student S]
-        [--malloc-mmap-threshold BYTES] [--today KEY=VALUE ...]
+        [--malloc-mmap-threshold BYTES] [--today KEY=VALUE ...] [--isolate]
 
 Step time: the same student (``--student``, fp32 CPU), 16 rationales of 32 new tokens per step
 (PPO: 16 questions, its default 2 epochs x minibatches of 4; GRPO: 2 questions x 8, one update),
@@ -24,6 +24,10 @@ each, where each step's time went, and the ratio. Both run at the allocator sett
 ``train.py``'s default runs with, or ``--malloc-mmap-threshold`` (``experiment=refine_dev``
 runs at 16777216). ``--today`` adds config overrides to the shared-prompt module alone (a lever
 measured against the same "before", e.g. ``refine.activation_checkpointing=false``).
+``--isolate`` runs each path in its own process instead, one after the other (each with its own
+warm-up round): nothing of one path's heap, threads or reader can slow the other, at the price
+of load that changes between them. Either way it prints the mean tokens of a completion, so
+that a difference in the rollout or reward time can be told from a difference in the samples.
 """
 
 import argparse
@@ -124,7 +128,7 @@ def default_grpo(
         own = {"do_sample": True, "top_k": 0, "temperature": r.temperature,
                "logits_processor": None}  # fmt: skip
         model._sample = functools.partial(HFModel._sample, model, **own)
-    model.rollout = timed(model.rollout, clock, "rollout")  # validation does not run here
+    model.rollout = counted(timed(model.rollout, clock, "rollout"), clock)  # no validation here
     registry = module.reward.registry
     registry.score = timed(registry.score, clock, "reward")
     return module, training_precision(cfg.trainer)
@@ -142,35 +146,84 @@ def timed(fn, clock: dict, part: str):
     return call
 
 
-def shared_prompt(student: str, rounds: int, threshold: int | None, today=()) -> None:
-    clocks = {shared: defaultdict(float) for shared in (False, True)}
-    modules = {s: default_grpo(student, s, clocks[s], threshold, today if s else ())
-               for s in clocks}  # fmt: skip
-    seconds = {shared: [] for shared in clocks}
-    for round_ in range(rounds + 1):  # round 0 warms up (lazy loads, first generate)
-        for shared, (module, precision) in modules.items():
+def counted(rollout, clock: dict):
+    """``rollout`` that adds its completions and their tokens to ``clock``."""
+
+    @functools.wraps(rollout)
+    def call(*args, **kwargs):
+        out = rollout(*args, **kwargs)
+        clock["completions"] += len(out["completion_mask"])
+        clock["tokens"] += out["completion_mask"].sum().item()
+        return out
+
+    return call
+
+
+def timed_steps(modules: dict, clocks: dict, rounds: int) -> dict:
+    """Seconds of each step of each module, taken in turn; round 0 warms up (lazy loads,
+    the first ``generate``) and is neither timed nor counted in ``clocks``."""
+    seconds = {path: [] for path in modules}
+    for round_ in range(rounds + 1):
+        for path, (module, precision) in modules.items():
             if round_ == 1:
-                clocks[shared].clear()
+                clocks[path].clear()
             start = time.perf_counter()
             trainer = pl.Trainer(max_steps=module.rl_step + 1, accelerator="cpu", logger=False,
                                  enable_checkpointing=False, enable_progress_bar=False,
                                  precision=precision)  # fmt: skip
             trainer.fit(module, dataloaders(1, [])[0])
             if round_:
-                seconds[shared].append(time.perf_counter() - start)
+                seconds[path].append(time.perf_counter() - start)
+    return seconds
+
+
+def one_path(student: str, shared: bool, rounds: int, threshold: int | None, today=()) -> dict:
+    """The steps of one path: seconds, the clock's parts and the precision."""
+    clock = defaultdict(float)
+    built = default_grpo(student, shared, clock, threshold, today if shared else ())
+    seconds = timed_steps({shared: built}, {shared: clock}, rounds)[shared]
+    return {"seconds": seconds, "clock": dict(clock), "precision": str(built[1])}
+
+
+def isolated(student: str, shared: bool, rounds: int, threshold: int | None, today=()) -> dict:
+    """:func:`one_path` in a process of its own, its result read from its last line."""
+    command = [sys.executable, __file__, "--shared-prompt", "--path",
+               "shared" if shared else "whole", "--rounds", str(rounds),
+               "--lora-student", student, "--today", *today]  # fmt: skip
+    if threshold is not None:
+        command += ["--malloc-mmap-threshold", str(threshold)]
+    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def shared_prompt(student: str, rounds: int, threshold: int | None, today=(),
+                  isolate: bool = False) -> None:  # fmt: skip
+    if isolate:
+        runs = {s: isolated(student, s, rounds, threshold, today) for s in (False, True)}
+    else:
+        clocks = {shared: defaultdict(float) for shared in (False, True)}
+        modules = {s: default_grpo(student, s, clocks[s], threshold, today if s else ())
+                   for s in clocks}  # fmt: skip
+        seconds = timed_steps(modules, clocks, rounds)
+        runs = {s: {"seconds": seconds[s], "clock": clocks[s], "precision": modules[s][1]}
+                for s in clocks}  # fmt: skip
     samples = 64
-    print(f"{student}, GRPO 8 questions x 8 samples x 48 tokens, default reward, {precision}, "
-          f"{rounds} rounds (steps taken in turn), malloc mmap threshold "
-          f"{'train.py default' if threshold is None else threshold}"
+    print(f"{student}, GRPO 8 questions x 8 samples x 48 tokens, default reward, "
+          f"{runs[True]['precision']}, {rounds} rounds "
+          f"({'each path in its own process' if isolate else 'steps taken in turn'}), "
+          f"malloc mmap threshold {'train.py default' if threshold is None else threshold}"
           f"{', shared prompt with ' + ' '.join(today) if today else ''}:")  # fmt: skip
     for shared, label in ((False, "whole rows (before)"), (True, "shared prompt")):
-        per_step = statistics.fmean(seconds[shared])
-        parts = {k: v / rounds for k, v in clocks[shared].items()}
+        run = runs[shared]
+        per_step = statistics.fmean(run["seconds"])
+        clock = dict(run["clock"])
+        tokens = clock.pop("tokens") / clock.pop("completions")
+        parts = {k: v / rounds for k, v in clock.items()}
         parts["forwards + update"] = per_step - sum(parts.values())
         parts = ", ".join(f"{k} {v:.1f} s" for k, v in parts.items())
         print(f"  {label:20s} {per_step:6.1f} s/step, {samples / per_step:.2f} samples/s "
-              f"({parts})")  # fmt: skip
-    ratio = statistics.fmean(seconds[False]) / statistics.fmean(seconds[True])
+              f"({parts}; {tokens:.1f} tokens a completion)")  # fmt: skip
+    ratio = statistics.fmean(runs[False]["seconds"]) / statistics.fmean(runs[True]["seconds"])
     print(f"  ratio: {ratio:.2f}x samples/s")
 
 
@@ -189,13 +242,20 @@ def main() -> None:
                         help="bytes (--shared-prompt); default: train.py's")  # fmt: skip
     parser.add_argument("--today", nargs="*", default=[], metavar="KEY=VALUE",
                         help="config overrides of the shared-prompt module")  # fmt: skip
+    parser.add_argument("--isolate", action="store_true",
+                        help="each path in its own process (--shared-prompt)")  # fmt: skip
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--path", choices=["whole", "shared"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         return peak_rss(args.lora_student, args.child, args.steps)
+    if args.path:  # one path of --isolate, in this process: its result as the last line
+        run = one_path(args.lora_student, args.path == "shared", args.rounds,
+                       args.malloc_mmap_threshold, args.today)  # fmt: skip
+        return print(json.dumps(run))
     if args.shared_prompt:
         return shared_prompt(args.lora_student, args.rounds, args.malloc_mmap_threshold,
-                             args.today)  # fmt: skip
+                             args.today, args.isolate)  # fmt: skip
 
     ppo = seconds_per_step(module(args.student, "ppo", 16, 32), args.steps)
     grpo = seconds_per_step(module(args.student, "grpo", 2, 32), args.steps)
