@@ -97,6 +97,20 @@ def test_refine_dev_compares_kd_and_rl_on_dev_with_the_dev_chosen_400_x_1_studen
     assert artifact(ablation, "distill").key == artifact(cfg, "distill").key
 
 
+def test_refine_dev_runs_the_dev_chosen_rl_setting_and_leaves_ppo_its_kl(tmp_path):
+    """RLOO without a KL term (so no reference forward) and one update over a step's samples
+    (the rollout forward reused): chosen on dev, docs/refine.md 2026-12-07. PPO under
+    refine_dev keeps its own KL coefficient: nothing in the experiment zeroes it."""
+    cfg = compose_cfg(tmp_path, "experiment=refine_dev", config_name="train")
+    algorithm = cfg.refine.algorithm
+    assert algorithm._target_ == "lmcot.algorithms.RLOO" and algorithm.kl.coef == 0
+    assert algorithm.epochs == 1
+    assert algorithm.minibatch_size >= cfg.refine.batch_size * algorithm.group_size
+    ppo = compose_cfg(tmp_path, "experiment=refine_dev", "refine=ppo", config_name="train")
+    alone = compose_cfg(tmp_path, "refine=ppo", config_name="train")
+    assert ppo.refine.algorithm.kl.coef == alone.refine.algorithm.kl.coef > 0
+
+
 def test_a_sweep_narrows_from_the_command_line(tmp_path):
     cfg = compose_cfg(tmp_path, "sweeps=decoding", config_name="train")
     assert len(jobs(cfg, "decoding.sc.num_samples=3,5")) == 2  # the CLI wins over the file
