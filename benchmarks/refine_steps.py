@@ -168,7 +168,8 @@ def timed_steps(modules: dict, clocks: dict, rounds: int) -> dict:
             if round_ == 1:
                 clocks[path].clear()
             start = time.perf_counter()
-            trainer = pl.Trainer(max_steps=module.rl_step + 1, accelerator="cpu", logger=False,
+            # one RL step a fit: max_steps would count optimiser steps (several an RL step)
+            trainer = pl.Trainer(max_epochs=1, accelerator="cpu", logger=False,
                                  enable_checkpointing=False, enable_progress_bar=False,
                                  precision=precision)  # fmt: skip
             trainer.fit(module, dataloaders(1, [])[0])
