@@ -27,7 +27,11 @@ measured against the same "before", e.g. ``refine.activation_checkpointing=false
 ``--isolate`` runs each path in its own process instead, one after the other (each with its own
 warm-up round): nothing of one path's heap, threads or reader can slow the other, at the price
 of load that changes between them. Either way it prints the mean tokens of a completion, so
-that a difference in the rollout or reward time can be told from a difference in the samples.
+that a difference in the rollout or reward time can be told from a difference in the samples,
+and each part's compute bound: the matmul FLOPs of one more, untimed step of that path
+(counted by torch's ``FlopCounterMode``) at this machine's matmul rate (the GEMM probe of
+``default_run.py``). The reader and the reward's scorers run uncached: the draws are seeded, so
+an earlier run's cache would already hold this run's samples.
 """
 
 import argparse
@@ -43,8 +47,10 @@ from collections import defaultdict
 
 import pytorch_lightning as pl
 import torch
+from default_run import matmul_peak  # benchmarks/default_run.py, beside this script
 from hydra import compose, initialize
 from hydra.utils import instantiate
+from torch.utils.flop_counter import FlopCounterMode
 
 import lmcot  # noqa: F401  (config resolvers)
 from lmcot import memory
@@ -115,7 +121,12 @@ def default_grpo(
     memory.set_mmap_threshold(cfg.malloc_mmap_threshold if threshold is None else threshold)
     r = cfg.refine
     model = instantiate(cfg.student, dtype=training_dtype(cfg.student, cfg.trainer))
-    reader = instantiate(cfg.reader, cache=None)  # every step asks the reader anew
+    # every step scores anew: the reader and the scorers uncached, since the draws are seeded
+    # and an earlier run's cache would hold this run's samples (their reward then costs 0)
+    reader = instantiate(cfg.reader, cache=None)
+    for scorer in cfg.reward.scorers.values():
+        if "cache" in scorer:
+            scorer.cache = None
     module = RefineModule(
         Policy(model, r.activation_checkpointing, shared_prompt=shared),
         Rollouts(instantiate(cfg.prompts.rationale), synthetic.load(split="train", num_train=256),
@@ -134,14 +145,22 @@ def default_grpo(
     return module, training_precision(cfg.trainer)
 
 
+COUNTING: list[FlopCounterMode] = []  # the counter of the step :func:`step_flops` runs
+
+
 def timed(fn, clock: dict, part: str):
+    """``fn`` adding its seconds to ``clock[part]`` (and its FLOPs, in a counted step)."""
+
     @functools.wraps(fn)
     def call(*args, **kwargs):
+        flops = COUNTING[0].get_total_flops() if COUNTING else 0
         start = time.perf_counter()
         try:
             return fn(*args, **kwargs)
         finally:
             clock[part] += time.perf_counter() - start
+            if COUNTING:
+                clock[f"{part} flops"] += COUNTING[0].get_total_flops() - flops
 
     return call
 
@@ -159,6 +178,32 @@ def counted(rollout, clock: dict):
     return call
 
 
+def one_step(module: RefineModule, precision: str) -> None:
+    # one RL step a fit: max_steps would count optimiser steps (several an RL step)
+    trainer = pl.Trainer(max_epochs=1, accelerator="cpu", logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False,
+                         precision=precision)  # fmt: skip
+    trainer.fit(module, dataloaders(1, [])[0])
+
+
+def step_flops(module: RefineModule, precision: str, clock: dict) -> dict[str, float]:
+    """FLOPs of the rollout, the reward and the rest of one more step, untimed and left out of
+    ``clock``: torch's FlopCounterMode counts the matmuls as they run (forward, recomputed
+    forward and backward; the CPU's fused attention is not counted)."""
+    kept = dict(clock)
+    with FlopCounterMode(display=False) as counter:
+        COUNTING.append(counter)
+        try:
+            one_step(module, precision)
+        finally:
+            COUNTING.pop()
+    flops = {part: clock[f"{part} flops"] for part in ("rollout", "reward")}
+    flops["forwards + update"] = counter.get_total_flops() - sum(flops.values())
+    clock.clear()
+    clock.update(kept)
+    return flops
+
+
 def timed_steps(modules: dict, clocks: dict, rounds: int) -> dict:
     """Seconds of each step of each module, taken in turn; round 0 warms up (lazy loads,
     the first ``generate``) and is neither timed nor counted in ``clocks``."""
@@ -168,11 +213,7 @@ def timed_steps(modules: dict, clocks: dict, rounds: int) -> dict:
             if round_ == 1:
                 clocks[path].clear()
             start = time.perf_counter()
-            # one RL step a fit: max_steps would count optimiser steps (several an RL step)
-            trainer = pl.Trainer(max_epochs=1, accelerator="cpu", logger=False,
-                                 enable_checkpointing=False, enable_progress_bar=False,
-                                 precision=precision)  # fmt: skip
-            trainer.fit(module, dataloaders(1, [])[0])
+            one_step(module, precision)
             if round_:
                 seconds[path].append(time.perf_counter() - start)
     return seconds
@@ -183,7 +224,8 @@ def one_path(student: str, shared: bool, rounds: int, threshold: int | None, tod
     clock = defaultdict(float)
     built = default_grpo(student, shared, clock, threshold, today if shared else ())
     seconds = timed_steps({shared: built}, {shared: clock}, rounds)[shared]
-    return {"seconds": seconds, "clock": dict(clock), "precision": str(built[1])}
+    flops = step_flops(*built, clock)
+    return {"seconds": seconds, "clock": dict(clock), "precision": str(built[1]), "flops": flops}
 
 
 def isolated(student: str, shared: bool, rounds: int, threshold: int | None, today=()) -> dict:
@@ -201,19 +243,25 @@ def shared_prompt(student: str, rounds: int, threshold: int | None, today=(),
                   isolate: bool = False) -> None:  # fmt: skip
     if isolate:
         runs = {s: isolated(student, s, rounds, threshold, today) for s in (False, True)}
+        precision = runs[True]["precision"]
     else:
         clocks = {shared: defaultdict(float) for shared in (False, True)}
         modules = {s: default_grpo(student, s, clocks[s], threshold, today if s else ())
                    for s in clocks}  # fmt: skip
         seconds = timed_steps(modules, clocks, rounds)
-        runs = {s: {"seconds": seconds[s], "clock": clocks[s], "precision": modules[s][1]}
-                for s in clocks}  # fmt: skip
+        runs = {s: {"seconds": seconds[s], "clock": clocks[s], "precision": modules[s][1],
+                    "flops": step_flops(*modules[s], clocks[s])} for s in clocks}  # fmt: skip
+        precision = modules[True][1]
+    # the bound: each part's counted FLOPs at the matmul rate of this machine (the GEMM probe)
+    peak = matmul_peak(torch.bfloat16 if "bf16" in str(precision) else torch.float32)
     samples = 64
     print(f"{student}, GRPO 8 questions x 8 samples x 48 tokens, default reward, "
           f"{runs[True]['precision']}, {rounds} rounds "
           f"({'each path in its own process' if isolate else 'steps taken in turn'}), "
           f"malloc mmap threshold {'train.py default' if threshold is None else threshold}"
-          f"{', shared prompt with ' + ' '.join(today) if today else ''}:")  # fmt: skip
+          f"{', shared prompt with ' + ' '.join(today) if today else ''}; "
+          f"in brackets the part's compute bound (counted FLOPs at the GEMM probe's "
+          f"{peak:.0f} GFLOP/s):")  # fmt: skip
     for shared, label in ((False, "whole rows (before)"), (True, "shared prompt")):
         run = runs[shared]
         per_step = statistics.fmean(run["seconds"])
@@ -221,9 +269,11 @@ def shared_prompt(student: str, rounds: int, threshold: int | None, today=(),
         tokens = clock.pop("tokens") / clock.pop("completions")
         parts = {k: v / rounds for k, v in clock.items()}
         parts["forwards + update"] = per_step - sum(parts.values())
-        parts = ", ".join(f"{k} {v:.1f} s" for k, v in parts.items())
+        bound = {k: f / peak / 1e9 for k, f in run["flops"].items()}
+        parts = ", ".join(f"{k} {v:.1f} s ({bound[k]:.1f} s)" for k, v in parts.items())
         print(f"  {label:20s} {per_step:6.1f} s/step, {samples / per_step:.2f} samples/s "
-              f"({parts}; {tokens:.1f} tokens a completion)")  # fmt: skip
+              f"({parts}; {tokens:.1f} tokens a completion; the whole step "
+              f"{per_step / sum(bound.values()):.1f}x its bound)")  # fmt: skip
     ratio = statistics.fmean(runs[False]["seconds"]) / statistics.fmean(runs[True]["seconds"])
     print(f"  ratio: {ratio:.2f}x samples/s")
 
