@@ -28,8 +28,8 @@ measured against the same "before", e.g. ``refine.activation_checkpointing=false
 warm-up round): nothing of one path's heap, threads or reader can slow the other, at the price
 of load that changes between them. Either way it prints the mean tokens of a completion, so
 that a difference in the rollout or reward time can be told from a difference in the samples,
-and each part's compute bound: the matmul FLOPs of one more, untimed step of that path
-(counted by torch's ``FlopCounterMode``) at this machine's matmul rate (the GEMM probe of
+and each part's compute bound: the matmul FLOPs of that path's warm-up step (untimed;
+counted by torch's ``FlopCounterMode``) at this machine's matmul rate (the GEMM probe of
 ``default_run.py``). The reader and the reward's scorers run uncached: the draws are seeded, so
 an earlier run's cache would already hold this run's samples.
 """
@@ -145,7 +145,7 @@ def default_grpo(
     return module, training_precision(cfg.trainer)
 
 
-COUNTING: list[FlopCounterMode] = []  # the counter of the step :func:`step_flops` runs
+COUNTING: list[FlopCounterMode] = []  # the counter of the step :func:`counted_step` runs
 
 
 def timed(fn, clock: dict, part: str):
@@ -186,11 +186,10 @@ def one_step(module: RefineModule, precision: str) -> None:
     trainer.fit(module, dataloaders(1, [])[0])
 
 
-def step_flops(module: RefineModule, precision: str, clock: dict) -> dict[str, float]:
-    """FLOPs of the rollout, the reward and the rest of one more step, untimed and left out of
-    ``clock``: torch's FlopCounterMode counts the matmuls as they run (forward, recomputed
-    forward and backward; the CPU's fused attention is not counted)."""
-    kept = dict(clock)
+def counted_step(module: RefineModule, precision: str, clock: dict) -> dict[str, float]:
+    """One step, and the FLOPs of its rollout, its reward and the rest: torch's FlopCounterMode
+    counts the matmuls as they run (forward, recomputed forward and backward; the CPU's fused
+    attention is not counted). ``clock`` gains the parts' FLOPs besides their seconds."""
     with FlopCounterMode(display=False) as counter:
         COUNTING.append(counter)
         try:
@@ -199,33 +198,34 @@ def step_flops(module: RefineModule, precision: str, clock: dict) -> dict[str, f
             COUNTING.pop()
     flops = {part: clock[f"{part} flops"] for part in ("rollout", "reward")}
     flops["forwards + update"] = counter.get_total_flops() - sum(flops.values())
-    clock.clear()
-    clock.update(kept)
     return flops
 
 
-def timed_steps(modules: dict, clocks: dict, rounds: int) -> dict:
-    """Seconds of each step of each module, taken in turn; round 0 warms up (lazy loads,
-    the first ``generate``) and is neither timed nor counted in ``clocks``."""
-    seconds = {path: [] for path in modules}
+def timed_steps(modules: dict, clocks: dict, rounds: int) -> tuple[dict, dict]:
+    """Seconds of each step of each module, taken in turn, and the FLOPs of each module's
+    step; round 0 warms up (lazy loads, the first ``generate``), is the step whose FLOPs are
+    counted, and is neither timed nor counted in ``clocks``."""
+    seconds, flops = {path: [] for path in modules}, {}
     for round_ in range(rounds + 1):
         for path, (module, precision) in modules.items():
+            if round_ == 0:
+                flops[path] = counted_step(module, precision, clocks[path])
+                continue
             if round_ == 1:
                 clocks[path].clear()
             start = time.perf_counter()
             one_step(module, precision)
-            if round_:
-                seconds[path].append(time.perf_counter() - start)
-    return seconds
+            seconds[path].append(time.perf_counter() - start)
+    return seconds, flops
 
 
 def one_path(student: str, shared: bool, rounds: int, threshold: int | None, today=()) -> dict:
     """The steps of one path: seconds, the clock's parts and the precision."""
     clock = defaultdict(float)
     built = default_grpo(student, shared, clock, threshold, today if shared else ())
-    seconds = timed_steps({shared: built}, {shared: clock}, rounds)[shared]
-    flops = step_flops(*built, clock)
-    return {"seconds": seconds, "clock": dict(clock), "precision": str(built[1]), "flops": flops}
+    seconds, flops = timed_steps({shared: built}, {shared: clock}, rounds)
+    return {"seconds": seconds[shared], "clock": dict(clock), "precision": str(built[1]),
+            "flops": flops[shared]}  # fmt: skip
 
 
 def isolated(student: str, shared: bool, rounds: int, threshold: int | None, today=()) -> dict:
@@ -243,17 +243,16 @@ def shared_prompt(student: str, rounds: int, threshold: int | None, today=(),
                   isolate: bool = False) -> None:  # fmt: skip
     if isolate:
         runs = {s: isolated(student, s, rounds, threshold, today) for s in (False, True)}
-        precision = runs[True]["precision"]
     else:
         clocks = {shared: defaultdict(float) for shared in (False, True)}
         modules = {s: default_grpo(student, s, clocks[s], threshold, today if s else ())
                    for s in clocks}  # fmt: skip
-        seconds = timed_steps(modules, clocks, rounds)
+        seconds, flops = timed_steps(modules, clocks, rounds)
         runs = {s: {"seconds": seconds[s], "clock": clocks[s], "precision": modules[s][1],
-                    "flops": step_flops(*modules[s], clocks[s])} for s in clocks}  # fmt: skip
-        precision = modules[True][1]
+                    "flops": flops[s]} for s in clocks}  # fmt: skip
     # the bound: each part's counted FLOPs at the matmul rate of this machine (the GEMM probe)
-    peak = matmul_peak(torch.bfloat16 if "bf16" in str(precision) else torch.float32)
+    bf16 = "bf16" in str(runs[True]["precision"])
+    peak = matmul_peak(torch.bfloat16 if bf16 else torch.float32)
     samples = 64
     print(f"{student}, GRPO 8 questions x 8 samples x 48 tokens, default reward, "
           f"{runs[True]['precision']}, {rounds} rounds "
