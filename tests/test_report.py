@@ -243,6 +243,45 @@ def test_a_job_is_labelled_with_its_split_and_splits_are_never_averaged(tmp_path
     assert "jobs ran" not in text  # other splits are not repeats of one setting and seed
 
 
+def rewrite_job(job: Path, overrides: list[str], config: dict, choices: dict) -> None:
+    """Give a written job the overrides, extra config and config-group choices of a real run."""
+    hydra_dir = job / ".hydra"
+    merged = {**yaml.safe_load((hydra_dir / "config.yaml").read_text()), **config}
+    (hydra_dir / "config.yaml").write_text(yaml.safe_dump(merged))
+    (hydra_dir / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    hydra = {"hydra": {"runtime": {"choices": {"teacher": "supporting_facts", **choices}}}}
+    (hydra_dir / "hydra.yaml").write_text(yaml.safe_dump(hydra))
+
+
+def test_rows_follow_what_the_jobs_ran_not_how_their_overrides_spelt_it(tmp_path):
+    """A lone run of a sweep's cell shares its row though it spelt its setting otherwise (the
+    reward left at its default, a default of 0.0 given as ``kl=0``, no ``sweeps=``), and a
+    default that changed between two code versions splits rows no override tells apart."""
+    trained = ["factuality", "task"]
+    swept = {"refine": {"kl": 0.0, "lr": 1e-4}, "sweep": "aspects"}
+    runs = {  # dir: (trained, seed, overrides beyond data and seed, config, choices)
+        "sweep/0": (["factuality"], 0, ["reward.aspects=[factuality]", "sweeps=aspects"],
+                    swept, {"sweeps": "aspects"}),
+        "sweep/1": (trained, 0, ["reward.aspects=[factuality,task]", "sweeps=aspects"],
+                    swept, {"sweeps": "aspects"}),
+        "lone/0": (trained, 1, ["refine.kl=0"], {"refine": {"kl": 0, "lr": 1e-4}, "sweep": None},
+                   {"sweeps": None}),
+        "older/0": (trained, 2, [], {"refine": {"kl": 0.0, "lr": 3e-4}}, {}),
+    }  # fmt: skip
+    for name, (aspects, seed, extra, config, choices) in runs.items():
+        root, num = tmp_path / name.split("/")[0], int(name.split("/")[1])
+        write_aspect_job(root, num, aspects, seed=seed)
+        rewrite_job(root / str(num), ["data=hotpotqa", f"seed={seed}", *extra], config, choices)
+    out = tmp_path / "report"
+    build([tmp_path / d for d in ("sweep", "lone", "older")], out, samples=100)
+    rl = {r["setting"]: r for r in read_csv(out / "main.csv") if r["method"] == "lm_guided_rl"}
+    assert {s: r["seeds"] for s, r in rl.items()} == {
+        "reward.aspects=[factuality] refine.lr=0.0001": "1",
+        "reward.aspects=[factuality,task] refine.lr=0.0001": "2",  # sweep/1 and lone/0
+        "reward.aspects=[factuality,task] refine.lr=0.0003": "1",  # older: another default
+    }
+
+
 def test_the_paper_line_of_a_plot_follows_the_dataset_whatever_its_split():
     from matplotlib import pyplot as plt
 

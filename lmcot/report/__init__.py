@@ -6,9 +6,10 @@ Usage::
         [--bootstrap-samples 2000] [--seed 0]
 
 Written to ``--out`` (default: ``<first dir>/report``): ``report.md``, one CSV per table and
-PNG plots, each plot only when the runs hold the data for it. Rows are labelled with the
-overrides that vary between jobs (other than seed and the dataset), so jobs that differ are never
-averaged together; jobs that differ only in seed are shown as mean ± std over seeds (sample std).
+PNG plots, each plot only when the runs hold the data for it. Rows are labelled with the config
+values that differ between jobs (other than seed and the dataset), read from each job's own
+config, so jobs that differ are never averaged together and jobs that ran one configuration share
+a row; jobs that differ only in seed are shown as mean ± std over seeds (sample std).
 No model is loaded, so re-running is cheap. :mod:`lmcot.report.jobs` says what a job is,
 :mod:`lmcot.report.tables` what the tables hold; docs/report.md describes every table.
 """

@@ -43,6 +43,54 @@ def data_name(label: str) -> str:
     return label.partition(SPLIT_SEPARATOR)[0]
 
 
+# top-level config nodes that name or log a run and change nothing it computes
+BOOKKEEPING = ("seed", "sweep", "tags", "notes", "logger")
+ABSENT = object()
+
+
+def canonical(value) -> str:
+    """One spelling per value, so values are compared, not their text: ``0`` and ``0.0`` are
+    one number, a list keeps its order, a mapping does not."""
+
+    def plain(v):
+        if isinstance(v, bool) or v is None or isinstance(v, str):
+            return v
+        if isinstance(v, int | float):
+            return float(v)
+        if isinstance(v, list | tuple):
+            return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {str(k): plain(x) for k, x in v.items()}
+        return str(v)
+
+    return json.dumps(plain(value), sort_keys=True)
+
+
+def shown_value(text: str) -> str:
+    """A :func:`canonical` value as a command line spells it: ``[task]``, ``32``, ``0.0003``."""
+
+    def show(v) -> str:
+        if isinstance(v, list):
+            return "[" + ",".join(map(show, v)) + "]"
+        if isinstance(v, float):
+            return str(int(v)) if v.is_integer() else repr(v)
+        if isinstance(v, dict):
+            return json.dumps(v, sort_keys=True)
+        return "null" if v is None else str(v).lower() if isinstance(v, bool) else str(v)
+
+    return show(json.loads(text))
+
+
+def flatten(node, prefix: str = "") -> dict[str, object]:
+    """Dotted path -> value of every leaf of a config (a list is one leaf)."""
+    if not isinstance(node, dict):
+        return {prefix: node}
+    out = {}
+    for key, value in node.items():
+        out.update(flatten(value, f"{prefix}{key}" if not prefix else f"{prefix}.{key}"))
+    return out
+
+
 def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
@@ -121,6 +169,38 @@ class Job:
     def override_pairs(self) -> dict[str, str]:
         return dict(o.lstrip("+~").partition("=")[::2] for o in self.overrides)
 
+    def config_node(self, key: str):
+        """The config's node at a dotted ``key``, or ``ABSENT``."""
+        node = self.config
+        for part in key.split("."):
+            if not isinstance(node, dict) or part not in node:
+                return ABSENT
+            node = node[part]
+        return node
+
+    def is_config_value(self, key: str) -> bool:
+        """Whether ``key`` names a value in the job's config (not a config group)."""
+        node = self.config_node(key)
+        return key not in self.choices and node is not ABSENT and not isinstance(node, dict)
+
+    def value(self, key: str) -> str | None:
+        """What the job ran for an override key, :func:`canonical`: a group's choice, else the
+        config's value, else (a group not in ``hydra.yaml``'s choices) the override as given;
+        None where the job has none."""
+        if key in self.choices:  # None: the group was left empty
+            return None if self.choices[key] is None else canonical(self.choices[key])
+        node = self.config_node(key)
+        if node is ABSENT or isinstance(node, dict):
+            given = self.override_pairs.get(key)
+            return None if given is None else canonical(given)
+        return canonical(node)
+
+    @cached_property
+    def leaves(self) -> dict[str, str]:
+        """Every config value (:func:`canonical`) by dotted path, bookkeeping left out."""
+        kept = {k: v for k, v in self.config.items() if k not in BOOKKEEPING}
+        return {path: canonical(v) for path, v in flatten(kept).items()}
+
     @property
     def student(self) -> str:
         """The student's ``name_or_path``; its config choice where that is an interpolation."""
@@ -175,26 +255,68 @@ def find_jobs(dirs: list[Path]) -> list[Job]:
 
 
 def varying_keys(jobs: list[Job]) -> list[str]:
-    """Override keys that label rows: those that differ between jobs, except seed and dataset,
-    so that jobs that differ are never averaged together."""
-    keys = sorted({k for job in jobs for k in job.override_pairs})
-    by_dataset = defaultdict(list)
+    """Keys that label rows: those whose resolved values differ between jobs of one dataset,
+    except seed, so that jobs that differ are never averaged together and jobs that ran the
+    same configuration share a row, whatever overrides spelt it.
+
+    Candidates are every job's overrides, compared by the value the job ran (a group by its
+    choice, a value by its config: ``kl.coef=0`` given on the command line and a default of
+    ``0.0`` are one setting). A group whose choice changed nothing in the jobs' configs
+    (``sweeps=aspects`` against a lone run of the same cell) labels nothing. Config values that
+    still differ between jobs sharing a label (defaults changed between two code versions) are
+    added as keys of their own."""
+    datasets = defaultdict(list)
     for job in jobs:
-        by_dataset[job.dataset_label].append(job)
+        datasets[job.dataset_label].append(job)
 
-    def varies(key: str, group: list[Job]) -> bool:
-        return len({job.override_pairs.get(key) for job in group}) > 1
+    def varies(key: str) -> bool:
+        return any(len({job.value(key) for job in same}) > 1 for same in datasets.values())
 
-    return [
-        k for k in keys
-        if k != "seed" and varies(k, jobs) and any(varies(k, g) for g in by_dataset.values())
-    ]  # fmt: skip
+    overridden = sorted({k for job in jobs for k in job.override_pairs} - {"seed"})
+    keys = [k for k in overridden if varies(k)]
+    values = [k for k in keys if any(job.is_config_value(k) for job in jobs)]
+    keys = [k for k in keys if k in values or changes_config(k, values, datasets.values())]
+    labelled = defaultdict(list)
+    for job in jobs:
+        labelled[(job.dataset_label, *(job.value(k) for k in keys))].append(job)
+    drifted = {
+        path for same in labelled.values() for path in set.intersection(
+            *(set(job.leaves) for job in same)
+        ) if len({job.leaves[path] for job in same}) > 1
+    }  # fmt: skip
+    return keys + sorted(drifted - set(keys))
+
+
+def changes_config(group: str, values: list[str], datasets) -> bool:
+    """Whether the choices of a config ``group`` ran different configs: two choices are one
+    where jobs of one dataset that made them ran the same config beyond the varying ``values``
+    (which label rows themselves). Dropping a group is safe: what still differs between jobs
+    that share a label is labelled by :func:`varying_keys` from their configs."""
+
+    def rest(job: Job) -> dict:
+        return {p: v for p, v in job.leaves.items()
+                if not any(p == k or p.startswith(k + ".") for k in values)}  # fmt: skip
+
+    same_as: dict = {}  # choice -> a choice it ran the same config as (union-find)
+
+    def root(choice):
+        while same_as.setdefault(choice, choice) != choice:
+            choice = same_as[choice]
+        return choice
+
+    for jobs in datasets:
+        runs = [(job.value(group), rest(job)) for job in jobs]
+        for i, (a, x) in enumerate(runs):
+            for b, y in runs[i + 1 :]:
+                if root(a) != root(b) and x == y:
+                    same_as[root(a)] = root(b)
+    return len({root(choice) for choice in list(same_as)}) > 1
 
 
 def setting(job: Job, keys: list[str], shown: tuple[str, ...] = ()) -> str:
     """The job's values of ``keys``, leaving out those a table already has a column for."""
-    pairs = job.override_pairs
-    return " ".join(f"{k}={pairs[k]}" for k in keys if k in pairs and not k.startswith(shown))
+    values = {k: job.value(k) for k in keys if not k.startswith(shown)}
+    return " ".join(f"{k}={shown_value(v)}" for k, v in values.items() if v is not None)
 
 
 def over_seeds(samples: list[tuple[object, float | None]]) -> tuple[float, float | None, int]:
