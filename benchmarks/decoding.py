@@ -45,6 +45,9 @@ Paths:
 
 - ``dynamic``: today's, ``model.generate`` with the prefilled ``DynamicCache``, each token drawn
   by the inverse-CDF draw (:func:`lmcot.lm.sampling.vocabulary_sampling`);
+- ``growing``: the same with the prefill copied into :func:`lmcot.lm.kvcache.growing_cache`,
+  whose layers write each step's keys and values into a buffer with room instead of
+  concatenating (no copy of the cache per token);
 - ``multinomial``: the same with ``generate``'s own sampling (``do_sample``, ``top_k=0``:
   ``torch.multinomial``), what rollouts drew with before;
 - ``static``: the same prefill copied into a transformers ``StaticCache`` and ``generate`` with
@@ -81,6 +84,7 @@ import lmcot  # noqa: F401  (config resolvers)
 from lmcot import memory
 from lmcot.data import synthetic
 from lmcot.lm.base import GenerationParams
+from lmcot.lm.kvcache import growing_cache
 from lmcot.lm.prefix import extend
 from lmcot.lm.sampling import InverseCDFDraw, vocabulary_sampling
 from lmcot.precision import BF16_CPU_FLAGS, bf16_supported, cpu_flags
@@ -193,6 +197,14 @@ def prefill(model, batch) -> DynamicCache:
     return cache
 
 
+def growing_copy(model, cache: DynamicCache) -> DynamicCache:
+    """A :func:`lmcot.lm.kvcache.growing_cache` holding what ``cache`` holds."""
+    growing = growing_cache(model.config)
+    for target, source in zip(growing.layers, cache.layers):
+        target.update(source.keys, source.values)
+    return growing
+
+
 def static_copy(model, cache: DynamicCache, length: int) -> StaticCache:
     """A ``StaticCache`` of ``length`` positions holding what ``cache`` holds."""
     static = StaticCache(config=model.config, max_cache_len=length)
@@ -205,9 +217,9 @@ class Path:
     """One way to decode: ``run(batch, cache, new_tokens, greedy)`` -> generated ids."""
 
     def __init__(self, name: str, model, pad: int, length: int, compiled: bool = False,
-                 sampler: dict | None = None):  # fmt: skip
+                 sampler: dict | None = None, growing: bool = False):  # fmt: skip
         self.name, self.model, self.pad, self.length = name, model, pad, length
-        self.compiled = compiled
+        self.compiled, self.growing = compiled, growing
         self.sampler = sampler or vocabulary_sampling(GenerationParams(temperature=1.0))
         self.steps: dict[int, float] = {}
         self.compile_s: dict[int, float] = {}
@@ -216,6 +228,8 @@ class Path:
     def fresh(self, cache: DynamicCache):
         if self.compiled:
             return static_copy(self.model, cache, self.length)
+        if self.growing:
+            return growing_copy(self.model, cache)
         return copy.deepcopy(cache)
 
     def run(self, batch, cache, new_tokens: int, greedy: bool = False) -> torch.Tensor:
@@ -256,8 +270,8 @@ def main() -> None:
     parser.add_argument("--rows", type=int, nargs="+", default=[1, 8, 64])
     parser.add_argument("--tokens", type=int, default=48)
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--paths", nargs="+", default=["dynamic", "multinomial", "static", "lora"],
-                        choices=["dynamic", "multinomial", "static", "lora"])  # fmt: skip
+    paths = ["dynamic", "growing", "multinomial", "static", "lora"]
+    parser.add_argument("--paths", nargs="+", default=paths, choices=paths)
     parser.add_argument("--check-rows", type=int, default=4, help="greedy prompts compared")
     parser.add_argument(
         "--threads", type=int, default=None, help="torch threads (default: its own)"
@@ -306,6 +320,8 @@ def run(args) -> None:
     paths = []
     if "dynamic" in args.paths:
         paths.append(Path("dynamic (today)", model, tok.pad_token_id, length))
+    if "growing" in args.paths:
+        paths.append(Path("growing (in place)", model, tok.pad_token_id, length, growing=True))
     if "multinomial" in args.paths:
         own = {"do_sample": True, "temperature": 1.0, "top_p": 1.0, "top_k": 0}
         paths.append(Path("multinomial", model, tok.pad_token_id, length, sampler=own))
@@ -381,7 +397,8 @@ def run(args) -> None:
             times = ", ".join(f"{r} rows {s:.0f} s" for r, s in path.compile_s.items())
             print(f"{path.name}: compile time (first call minus a steady one): {times}")
 
-    reference = {"static + compile": "dynamic (today)", "LoRA merged": "LoRA unmerged"}
+    reference = {"static + compile": "dynamic (today)", "LoRA merged": "LoRA unmerged",
+                 "growing (in place)": "dynamic (today)"}  # fmt: skip
     check = tok(texts[: args.check_rows], return_tensors="pt", padding=True)
     outputs = {}
     for path in paths:

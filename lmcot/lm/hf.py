@@ -20,12 +20,12 @@ from transformers import (
     AutoModelForCausalLM,
     AutoModelForSeq2SeqLM,
     AutoTokenizer,
-    DynamicCache,
     PretrainedConfig,
 )
 
 from lmcot.lm.base import LM, GenerationParams, cut_at_stop, sample_seed
 from lmcot.lm.fingerprint import model_fingerprint
+from lmcot.lm.kvcache import growing_cache
 from lmcot.lm.messages import canonical, chat_messages
 from lmcot.lm.prefix import common_prefix_length, extend, repeated, shared_groups
 from lmcot.lm.sampling import keyed_sampling, row_seed, seeded, vocabulary_sampling
@@ -327,7 +327,7 @@ class CausalLM(HFModel):
             order = sorted(range(len(rows)), key=lambda i: len(rows[i]), reverse=True)
         common = max(0, min(common_prefix_length(rows), *caps))
         head = rows[order[0]][:common]
-        base = DynamicCache(config=self.model.config)  # the layer types the model expects
+        base = growing_cache(self.model.config)  # the layer types the model expects
         if common:
             self._extend(base, torch.tensor([head]), torch.ones(1, common))
             self.reused_tokens -= common  # run once here, counted as reused by every row below
@@ -353,7 +353,7 @@ class CausalLM(HFModel):
         """As :meth:`HFModel._sample`, each prompt prefilled once for its ``n`` samples
         (``generate`` repeats a prompt before its prefill); the cache is repeated instead."""
         ids, mask = batch["input_ids"], batch["attention_mask"]
-        cache = DynamicCache(config=self.model.config)
+        cache = growing_cache(self.model.config)
         if ids.shape[1] > 1:  # generate runs the last prompt token: it starts the sampling
             self._extend(cache, ids[:, :-1], mask[:, :-1])
         cache.batch_repeat_interleave(n)
