@@ -10,7 +10,9 @@ from omegaconf import OmegaConf
 from lmcot.decoding import Greedy, SelfConsistency
 from lmcot.lm.base import LM, GenerationParams
 from lmcot.lm.gguf import dequantized_copy
+from lmcot.lm.kvcache import GrowingLayer
 from lmcot.lm.prefix import common_prefix_length
+from lmcot.lm.sampling import seeded
 from lmcot.methods import LMGuided, OriginalCoT, StandardPrompting
 from lmcot.rewards.llm_judge import LLMJudge
 from tests.test_hf_backend import tiny_causal, tiny_t5
@@ -158,3 +160,24 @@ def test_every_reader_path_goes_through_prefix_reuse(cfg_factory):
         assert run(reuse) == pytest.approx(run(plain), abs=1e-4), name
         assert reuse.reused_tokens > 0, name
         assert reuse.prefill_tokens < plain.prefill_tokens, name
+
+
+def test_a_rollout_copies_its_cache_once_after_the_prefill_not_once_per_token(
+    tokenizer_dir, monkeypatch
+):
+    """CausalLM's caches grow in place (lmcot.lm.kvcache): 20 sampled tokens of 3 samples per
+    prompt copy each layer's keys and values at the prefill and once after the samples'
+    repeat, not at every token as the dynamic cache's ``cat`` does."""
+    copies = []
+    grown = GrowingLayer.grown
+    monkeypatch.setattr(GrowingLayer, "grown", staticmethod(
+        lambda *args: copies.append(args[2]) or grown(*args)
+    ))  # fmt: skip
+    lm = tiny_causal(tokenizer_dir)
+    params = GenerationParams(max_new_tokens=20, temperature=1.0)
+    with seeded(0):
+        out = lm.rollout(PROMPTS[:2], params, n=3)
+    assert out["completion_ids"].shape == (6, 20)
+    layers = lm.model.config.num_hidden_layers
+    assert len(copies) == 2 * 2 * layers  # keys and values: the prefill, then the first step
+    assert copies[: 2 * layers] == [0] * (2 * layers)  # the prefill started empty
