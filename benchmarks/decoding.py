@@ -197,20 +197,11 @@ def prefill(model, batch) -> DynamicCache:
     return cache
 
 
-def growing_copy(model, cache: DynamicCache) -> DynamicCache:
-    """A :func:`lmcot.lm.kvcache.growing_cache` holding what ``cache`` holds."""
-    growing = growing_cache(model.config)
-    for target, source in zip(growing.layers, cache.layers):
-        target.update(source.keys, source.values)
-    return growing
-
-
-def static_copy(model, cache: DynamicCache, length: int) -> StaticCache:
-    """A ``StaticCache`` of ``length`` positions holding what ``cache`` holds."""
-    static = StaticCache(config=model.config, max_cache_len=length)
-    for target, source in zip(static.layers, cache.layers):
-        target.update(source.keys, source.values)
-    return static
+def filled(target, cache: DynamicCache):
+    """``target`` (an empty cache of another kind) holding what ``cache`` holds."""
+    for layer, source in zip(target.layers, cache.layers):
+        layer.update(source.keys, source.values)
+    return target
 
 
 class Path:
@@ -227,9 +218,10 @@ class Path:
 
     def fresh(self, cache: DynamicCache):
         if self.compiled:
-            return static_copy(self.model, cache, self.length)
+            static = StaticCache(config=self.model.config, max_cache_len=self.length)
+            return filled(static, cache)
         if self.growing:
-            return growing_copy(self.model, cache)
+            return filled(growing_cache(self.model.config), cache)
         return copy.deepcopy(cache)
 
     def run(self, batch, cache, new_tokens: int, greedy: bool = False) -> torch.Tensor:
