@@ -34,6 +34,7 @@ seeded from (seed, step, rank), so a resumed run draws the same questions and sa
 uninterrupted one without restoring generator states, and the global state is left untouched.
 """
 
+import contextlib
 import json
 import logging
 import statistics
@@ -229,6 +230,7 @@ class RefineModule(pl.LightningModule):
             nn.init.zeros_(self.value_head.bias)
         self.strict_loading = False  # checkpoints hold the trained parameters only
         self.rl_step = 0
+        self.probe_prompts = None  # (prompt ids, the reference's states of them): the probe's
         if algorithm.kl.value == 0 and not logs.probe.every:
             log.info(
                 "refine: KL coef 0 and refine.probe.every=0: nothing measures the KL to "
@@ -254,14 +256,20 @@ class RefineModule(pl.LightningModule):
         value = self.value_head(hidden.detach().float()).squeeze(-1) if values else None
         return picked, spread, value
 
+    @contextlib.contextmanager
+    def as_reference(self):
+        """The reference (the module doc): the frozen copy, or the policy with adapters off."""
+        if self.reference is not None:
+            yield self.reference
+        else:
+            with self.model.disable_adapter():
+                yield self.model
+
     @torch.no_grad()
     def reference_logits(self, batch: Batch) -> torch.Tensor:
         """The reference's ``logits / temperature`` over the completion tokens, in fp32."""
-        if self.reference is not None:
-            logits, _ = self.token_logits(self.reference, batch)
-        else:
-            with self.model.disable_adapter():
-                logits, _ = self.token_logits(self.model, batch)
+        with self.as_reference() as model:
+            logits, _ = self.token_logits(model, batch)
         return logits.float() / self.sampling.temperature
 
     def reference_logp(self, batch: Batch) -> torch.Tensor:
@@ -382,11 +390,12 @@ class RefineModule(pl.LightningModule):
         prompts, _ = fit_prompts(self.rollouts.prompt, examples, self.count_tokens)
         seed = self.rollouts.seed * 1_000_003 + 999_983  # the same draws each time
         with seeded(seed, self.device):
-            out = self.student.rollout(prompts, self.sampling)
+            out = self.student.rollout(prompts, self.sampling, logits=True)
         batch = Batch(out["prompt_ids"], out["prompt_mask"], out["completion_ids"],
                       out["completion_mask"].float(), None, None, None)  # fmt: skip
-        policy = self.token_logits(self.model, batch)[0].float() / self.sampling.temperature
-        policy, reference = policy.log_softmax(-1), self.reference_logits(batch).log_softmax(-1)
+        # the policy's scores are those the rollout drew from: no second forward
+        policy = (out["logits"].float() / self.sampling.temperature).log_softmax(-1)
+        reference = self.probe_reference_logits(batch).log_softmax(-1)
         kl = (policy.exp() * (policy - reference)).sum(-1)
         metrics = {"probe/kl": self.check_kl((kl * batch.mask).sum(1).mean().item())}
         raw = self.reward.registry.score(prompts, out["texts"], examples=examples)
@@ -395,6 +404,19 @@ class RefineModule(pl.LightningModule):
             if present:
                 metrics[f"probe/{aspect}"] = statistics.fmean(present)
         return metrics
+
+    @torch.no_grad()
+    def probe_reference_logits(self, batch: Batch) -> torch.Tensor:
+        """:meth:`reference_logits` of the probe's completions; the reference's part of the
+        probe's prompts (the same at every probe) is computed once a run and kept."""
+        with self.as_reference() as model:
+            kept = self.probe_prompts
+            if kept is None or not torch.equal(kept[0], batch.prompt_ids):
+                states = grouped.prompt_states(model, batch.prompt_ids, batch.prompt_mask)
+                self.probe_prompts = kept = (batch.prompt_ids, states)
+            logits = grouped.logits_after(model, kept[1], batch.prompt_ids, batch.prompt_mask,
+                                          batch.completion_ids)  # fmt: skip
+        return logits.float() / self.sampling.temperature
 
     def diagnostics(self, batch: Batch, scores: RewardScores) -> dict[str, float]:
         """What shows a broken step in its first minutes: the advantage over the first and the

@@ -7,7 +7,7 @@ from peft import LoraConfig, get_peft_model
 from transformers import LlamaConfig, LlamaForCausalLM, T5Config, T5ForConditionalGeneration
 
 from lmcot import rl
-from lmcot.lm.grouped import completion_logits
+from lmcot.lm.grouped import completion_logits, logits_after, prompt_states
 
 QUESTIONS, GROUP, PROMPT, WIDTH, VOCAB = 3, 4, 9, 5, 50
 
@@ -83,3 +83,20 @@ def test_a_completion_does_not_see_its_neighbours():
     torch.testing.assert_close(after[others], before[others])
     torch.testing.assert_close(after[1, 0], before[1, 0])  # its first token: the prompt's logits
     assert not torch.allclose(after[1, 1:], before[1, 1:])
+
+
+@pytest.mark.parametrize("build", [llama, t5], ids=["decoder-only", "encoder-decoder"])
+def test_kept_prompt_states_give_the_logits_of_whole_rows_call_after_call(build):
+    """The probe's reference: its prompts computed once, then each call's completions alone
+    give the logits of the rows run whole, and leave the kept states as they were."""
+    torch.manual_seed(0)
+    model = build("sdpa").eval()
+    prompt_ids, prompt_mask, completion_ids, mask = batch(model.config.is_encoder_decoder)
+    completion_ids, mask = completion_ids[::GROUP], mask[::GROUP]  # one completion a prompt
+    states = prompt_states(model, prompt_ids, prompt_mask)
+    for completions in (completion_ids, (completion_ids + 3) % VOCAB):
+        with torch.no_grad():
+            whole, _ = completion_logits(model, prompt_ids, prompt_mask, completions)
+        kept = logits_after(model, states, prompt_ids, prompt_mask, completions)
+        torch.testing.assert_close(kept * mask[..., None], whole * mask[..., None],
+                                   atol=1e-5, rtol=1e-5)  # fmt: skip

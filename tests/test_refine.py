@@ -21,6 +21,7 @@ from safetensors.torch import load_file
 from lmcot.algorithms import Batch
 from lmcot.artifacts import artifact
 from lmcot.data import synthetic
+from lmcot.lm import grouped
 from lmcot.lm.base import GenerationParams
 from lmcot.lm.hf import HFModel
 from lmcot.prompts import FewShotPrompt
@@ -305,6 +306,37 @@ def test_the_probe_repeats_its_draws_and_sees_the_policy_leave_the_reference(
     assert texts[0] == texts[1] and again == first
     fit(module, 3, tmp_path)
     assert module.probe_policy()["probe/kl"] > 1e-4
+
+
+@pytest.mark.parametrize("student", ["tiny_llama", "tiny_t5"])
+def test_the_probes_kl_is_that_of_whole_forwards_with_its_prompts_computed_once(
+    cfg_factory, tmp_path, monkeypatch, student
+):
+    """The probe reads the policy from its rollout's scores and the reference from the prompt
+    states it computed at the first probe: the KL of a forward of each model over every row."""
+    module, _ = build(cfg_factory, student, "grpo", uppercase_share, 1e-2, batch_size=2,
+                      probe=Probe(every=0, questions=3))  # fmt: skip
+    fit(module, 3, tmp_path)  # the policy away from the reference
+    outs, rollout, kept = [], module.student.rollout, grouped.prompt_states
+
+    def seen(*args, **kwargs):
+        outs.append(rollout(*args, **kwargs))
+        return outs[-1]
+
+    calls = []
+    module.student.rollout = seen
+    monkeypatch.setattr(grouped, "prompt_states", lambda *a: calls.append(1) or kept(*a))
+    kl = [module.probe_policy()["probe/kl"] for _ in range(2)]
+    assert len(calls) == 1 and kl[0] == kl[1] > 1e-4  # computed once, kept as it was
+    out = outs[0]
+    batch = Batch(out["prompt_ids"], out["prompt_mask"], out["completion_ids"],
+                  out["completion_mask"].float(), None, None, None)  # fmt: skip
+    with torch.no_grad():
+        logits, _ = module.token_logits(module.model, batch)
+    policy = (logits.float() / module.sampling.temperature).log_softmax(-1)
+    reference = module.reference_logits(batch).log_softmax(-1)
+    whole = ((policy.exp() * (policy - reference)).sum(-1) * batch.mask).sum(1).mean()
+    assert kl[0] == pytest.approx(whole.item(), rel=1e-4)
 
 
 def test_none_nan_rewards_and_empty_rationales_give_finite_losses(cfg_factory, tmp_path):

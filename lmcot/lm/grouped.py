@@ -12,13 +12,22 @@ the policy's forward (with gradients), again for the old log-probs and again for
 - Encoder-decoder: the encoder runs once per question; its states are repeated for the
   decoder rows (``repeat_interleave`` is differentiable: gradients of the copies add up).
 
+A frozen model (the probe's reference) that scores new completions of the same prompts again
+and again keeps what it computed of them (:func:`prompt_states`) and runs only the completions
+(:func:`logits_after`).
+
 Why hand-written: transformers has no grouped forward, TRL's GRPO runs every row whole, and
 verl's shared-prefix path is tied to its FSDP workers. ``shared=False`` runs every row whole (the
 reference the tests compare against, and the baseline of ``benchmarks/refine_steps.py``).
 """
 
+import copy
+
 import torch
+from transformers import DynamicCache
 from transformers.modeling_outputs import BaseModelOutput
+
+from lmcot.lm.prefix import extend
 
 
 def completion_logits(model, prompt_ids, prompt_mask, completion_ids, hidden: bool = False,
@@ -120,3 +129,31 @@ def _causal_grouped(model, prompt_ids, prompt_mask, completion_ids, group, hidde
         return x[:, where].reshape(questions * group, width, x.shape[-1])
 
     return rows(out.logits), rows(out.hidden_states[-1][:, unique]) if hidden else None
+
+
+@torch.no_grad()
+def prompt_states(model, prompt_ids, prompt_mask):
+    """What a frozen ``model`` computes of its prompts alone, for :func:`logits_after`: the
+    encoder's states (encoder-decoder), or the key/value cache of every prompt token but the
+    last (decoder-only: the last one's logits predict a completion's first token)."""
+    if model.config.is_encoder_decoder:
+        return model.get_encoder()(input_ids=prompt_ids, attention_mask=prompt_mask)[0]
+    cache = DynamicCache(config=model.config)
+    extend(model, cache, prompt_ids[:, :-1], prompt_mask[:, :-1])
+    return cache
+
+
+@torch.no_grad()
+def logits_after(model, states, prompt_ids, prompt_mask, completion_ids):
+    """:func:`completion_logits` of one completion a prompt (``N = Q``), with the prompts'
+    part read from ``states`` (:func:`prompt_states` of the same model and prompts; kept as
+    they are, so they serve the next call too)."""
+    if model.config.is_encoder_decoder:
+        start = torch.full_like(completion_ids[:, :1], model.config.decoder_start_token_id)
+        out = model(encoder_outputs=BaseModelOutput(states), attention_mask=prompt_mask,
+                    decoder_input_ids=torch.cat([start, completion_ids[:, :-1]], 1),
+                    use_cache=False)  # fmt: skip
+        return out.logits
+    ids = torch.cat([prompt_ids[:, -1:], completion_ids[:, :-1]], 1)
+    mask = torch.cat([prompt_mask, torch.ones_like(completion_ids[:, :-1])], 1)
+    return extend(model, copy.deepcopy(states), ids, mask, logits=True).logits

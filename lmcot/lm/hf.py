@@ -236,7 +236,8 @@ class HFModel(LM):
         )
 
     @torch.no_grad()  # not inference_mode: RL feeds these ids to a forward that needs grads
-    def rollout(self, prompts: list[str], params: GenerationParams, n: int = 1) -> dict:
+    def rollout(self, prompts: list[str], params: GenerationParams, n: int = 1,
+                logits: bool = False) -> dict:  # fmt: skip
         """Sample ``n`` completions per prompt as token ids, for RL; uncached, one ``generate``.
 
         The caller seeds the RNG (the weights change between calls, so a cache would be wrong).
@@ -244,7 +245,9 @@ class HFModel(LM):
         one row per sample, prompt-major (rows ``i*n .. i*n+n-1`` answer prompt ``i``):
         ``completion_ids`` (right padded), ``completion_mask`` (the tokens the model chose:
         through its EOS or the token that completed a stop string), ``texts`` (decoded, cut at
-        the stop strings) and ``finished`` (False: cut off by ``max_new_tokens``).
+        the stop strings), ``finished`` (False: cut off by ``max_new_tokens``) and, with
+        ``logits`` (else None), ``logits`` ``(N, T, V)``: the model's raw scores at each sampled
+        position, those the samples were drawn from (before temperature).
 
         Samples come from the model's whole distribution (no top-k): ``generate`` otherwise
         keeps only the 50 likeliest tokens, and RL's ratios, KL estimates and policy gradient
@@ -253,7 +256,10 @@ class HFModel(LM):
         batch = self.tokenizer(
             [self.format(p) for p in prompts], return_tensors="pt", padding=True
         ).to(self.device)
-        generated = self._sample(batch, params, n)
+        keep = {"output_logits": True, "return_dict_in_generate": True} if logits else {}
+        generated, scores = self._sample(batch, params, n, **keep), None
+        if logits:
+            scores, generated = torch.stack(generated.logits, 1), generated.sequences
         completion = self._completion_ids(generated, batch)
         mask, finished, texts = [], [], []
         for ids in completion.tolist():
@@ -269,6 +275,7 @@ class HFModel(LM):
             "completion_mask": torch.tensor(mask, device=completion.device),
             "texts": texts,
             "finished": finished,
+            "logits": scores,
         }
 
     def _chosen_length(self, ids: list[int], stop: tuple[str, ...]) -> tuple[int, bool]:
