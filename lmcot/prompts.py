@@ -52,11 +52,15 @@ class FewShotPrompt:
 
     def render(self, example: Example, rationale: str | None = None) -> FewShotText:
         """The full prompt for ``example`` (and, for LM-guided answering, a given rationale):
-        its flat text, which also knows its parts for chat models (``lmcot.lm.messages``)."""
+        its flat text, which also knows its parts for chat models (``lmcot.lm.messages``).
+
+        The rationale is stripped, as the exemplars show theirs and as predictions store it: a
+        student's decoded text starts with a space, and the reader answering it unstripped for
+        EM and stripped for the ``task`` aspect read every rationale twice, and answered some
+        differently (EM and the task aspect differed by a question in 150)."""
         shots = [(self.template.format(**ex), self.target.format(**ex)) for ex in self.exemplars]
-        query = self.template.format(
-            context=example.context_text(), question=example.question, rationale=rationale or ""
-        )
+        query = self.template.format(context=example.context_text(), question=example.question,
+                                     rationale=(rationale or "").strip())  # fmt: skip
         return FewShotText(self.instruction, shots, query)
 
     @property

@@ -1,4 +1,5 @@
-"""Original CoT's second turn: a reply that states no answer is asked for it (issue 21)."""
+"""Original CoT's second turn: a reply that states no answer is asked for it (issue 21); the
+LM-guided method and the task aspect ask the reader one prompt for a rationale."""
 
 import json
 
@@ -6,9 +7,11 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf, open_dict
 
 from lmcot.data.synthetic import make_example
+from lmcot.decoding import Greedy
 from lmcot.evaluate import evaluate
 from lmcot.lm.base import LM
-from lmcot.methods import OriginalCoT
+from lmcot.methods import LMGuided, OriginalCoT
+from lmcot.rewards.task import TaskReward
 
 CALLS: list[list[str]] = []  # prompts of every _generate call of every ScriptedReader
 
@@ -88,3 +91,31 @@ def test_results_count_the_second_turns(cfg_factory):
     results = json.loads(open(f"{cfg.paths.output_dir}/results.json").read())
     unanswered = sum(len(ex.question) % 2 for ex in instantiate(cfg.data))
     assert unanswered and results["second_turn"] == {"cot": unanswered}
+
+
+class Student(LM):
+    """Writes what a decoder's decoded continuation of ``Rationale:`` looks like: a leading
+    space, then the rationale."""
+
+    cache_id = "fake:student"
+
+    def _generate(self, prompts, params, n):
+        return [[f" The fact of {p.rsplit('Question: ', 1)[1].split(chr(10))[0]}"] * n
+                for p in prompts]  # fmt: skip
+
+
+def test_em_and_the_task_aspect_read_a_rationale_with_one_reader_prompt(tmp_path):
+    """The method reads the decoded rationale, the quality scorer the stored (stripped) one:
+    one prompt, so the second is the reader's cache and both score the same answer."""
+    cfg = OmegaConf.load("conf/prompts/v1.yaml")
+    examples = [make_example(i) for i in range(4)]
+    reader = ScriptedReader(cache=str(tmp_path / "r.sqlite"))
+    method = LMGuided(Greedy(), instantiate(cfg.rationale), instantiate(cfg.guided),
+                      student=Student())  # fmt: skip
+    CALLS.clear()
+    predictions = method("lm_guided_kd", examples, reader)
+    assert all(p.rationale.startswith("The fact") for p in predictions)
+    scorer = TaskReward(reader, instantiate(cfg.guided))
+    scorer([""] * 4, [p.rationale for p in predictions], examples=examples)
+    assert reader.backend_calls == 1 and len(CALLS) == 1  # the scorer's prompts: all cached
+    assert "Rationale: The fact of" in CALLS[0][0]  # as the exemplars show theirs
