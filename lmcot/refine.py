@@ -217,6 +217,8 @@ class RefineModule(pl.LightningModule):
         self.model = self.student.model.eval()  # a submodule: Lightning moves and saves it
         if policy.activation_checkpointing:
             memory.checkpoint_layers(self.model)
+        if self.shared_prompt:
+            grouped.use_grouped_attention(self.model)  # the grouped forwards' attention by parts
         self.lora = bool(self.student.lora)
         self.reference = None
         if not self.lora:  # no adapter to switch off: a frozen copy is the reference

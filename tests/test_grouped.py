@@ -4,10 +4,21 @@ run whole, for both model kinds, with left padding and prompts of different leng
 import pytest
 import torch
 from peft import LoraConfig, get_peft_model
-from transformers import LlamaConfig, LlamaForCausalLM, T5Config, T5ForConditionalGeneration
+from transformers import (
+    AttentionInterface,
+    LlamaConfig,
+    LlamaForCausalLM,
+    T5Config,
+    T5ForConditionalGeneration,
+)
 
-from lmcot import rl
-from lmcot.lm.grouped import completion_logits, logits_after, prompt_states
+from lmcot import memory, rl
+from lmcot.lm.grouped import (
+    completion_logits,
+    logits_after,
+    prompt_states,
+    use_grouped_attention,
+)
 
 QUESTIONS, GROUP, PROMPT, WIDTH, VOCAB = 3, 4, 9, 5, 50
 
@@ -40,16 +51,29 @@ def batch(encoder_decoder: bool):
     return prompt_ids, prompt_mask.long(), completion_ids * completion_mask.long(), completion_mask
 
 
-@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+@pytest.mark.parametrize("attn", ["sdpa", "eager", "grouped", "grouped, checkpointed"])
 @pytest.mark.parametrize("build", [llama, t5], ids=["decoder-only", "encoder-decoder"])
-def test_shared_prompt_gives_the_log_probs_and_gradients_of_whole_rows(build, attn):
+def test_shared_prompt_gives_the_log_probs_and_gradients_of_whole_rows(build, attn, monkeypatch):
+    """``grouped``: attention by parts (:func:`use_grouped_attention`), also with the layers'
+    activations recomputed in the backward, as refine runs it."""
     torch.manual_seed(0)
-    model = get_peft_model(build(attn), LoraConfig(r=4, target_modules=["q", "v", "q_proj",
-                                                                        "v_proj"]))  # fmt: skip
+    lora = LoraConfig(r=4, target_modules=["q", "v", "q_proj", "v_proj"])
+    model = get_peft_model(build(attn.split(",")[0].replace("grouped", "sdpa")), lora)
     for p in model.parameters():  # LoRA's B starts at zero: give the adapters a gradient path
         if p.requires_grad:
             torch.nn.init.normal_(p, std=0.1)
     model.eval()
+    layouts = []
+    if attn.startswith("grouped"):
+        use_grouped_attention(model)
+        if not model.config.is_encoder_decoder:  # a spy on the registered function
+            name = model.config._attn_implementation
+            run = AttentionInterface._global_mapping[name]
+            spy = lambda *a, **k: layouts.append(k.get("layout")) or run(*a, **k)  # noqa: E731
+            monkeypatch.setitem(AttentionInterface._global_mapping, name, spy)
+    if attn.endswith("checkpointed"):
+        memory.checkpoint_layers(model)
+        memory.recompute_in_eval(model)
     prompt_ids, prompt_mask, completion_ids, mask = batch(model.config.is_encoder_decoder)
     weights = torch.randn(completion_ids.shape)
     results = []
@@ -62,6 +86,8 @@ def test_shared_prompt_gives_the_log_probs_and_gradients_of_whole_rows(build, at
         grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
         results.append((logp * mask, hidden * mask[..., None], grads))
     (logp0, hidden0, grads0), (logp1, hidden1, grads1) = results
+    if layouts:  # whole rows: no layout; shared: every layer's attention by parts
+        assert any(x is None for x in layouts) and any(x is not None for x in layouts)
     torch.testing.assert_close(logp1, logp0, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(hidden1, hidden0, atol=1e-5, rtol=1e-5)
     assert grads0.keys() == grads1.keys() and grads0

@@ -8,7 +8,10 @@ the policy's forward (with gradients), again for the old log-probs and again for
   each completion in a slot of the same width), with a 4D attention mask and position ids that
   give every completion exactly the view it has alone: its prompt's real tokens and its own
   earlier tokens, at the positions it would have after its prompt (the idea of Prefix Grouper,
-  arXiv 2506.05433). Logits are computed only where a completion token is predicted.
+  arXiv 2506.05433). Logits are computed only where a completion token is predicted. With
+  :func:`use_grouped_attention`, attention runs by parts instead of over the whole sequence
+  under that mask: the prompt over itself once, and each completion over its prompt's keys
+  (read in place, not copied per completion) and its own (:func:`grouped_attention`).
 - Encoder-decoder: the encoder runs once per question; its states are repeated for the
   decoder rows (``repeat_interleave`` is differentiable: gradients of the copies add up).
 
@@ -22,10 +25,16 @@ reference the tests compare against, and the baseline of ``benchmarks/refine_ste
 """
 
 import copy
+import functools
+from typing import NamedTuple
 
 import torch
-from transformers import DynamicCache
+import torch.nn.functional as F
+from transformers import AttentionInterface, DynamicCache
+from transformers.integrations.sdpa_attention import repeat_kv
+from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
 from transformers.modeling_outputs import BaseModelOutput
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from lmcot.lm.prefix import extend
 
@@ -112,6 +121,78 @@ def grouped_layout(prompt_mask: torch.Tensor, group: int, width: int):
     return mask[:, None], positions, kept
 
 
+class Layout(NamedTuple):
+    """What :func:`grouped_attention` needs of a ``prompt | slot 1 | ... | slot G`` sequence."""
+
+    prompt_mask: torch.Tensor  # (Q, P): the prompts' real tokens
+    group: int
+    width: int
+
+
+def grouped_attention(module, query, key, value, attention_mask, dropout: float = 0.0,
+                      scaling: float | None = None, layout: Layout | None = None,
+                      fallback: str = "sdpa", **kwargs):  # fmt: skip
+    """Attention of a grouped sequence by parts, equal to attention over it under
+    :func:`grouped_layout`'s mask, which it leaves unused: the prompt over its own real
+    tokens (causal), then each slot over its prompt's real tokens and its own earlier ones,
+    one softmax over both. ``query`` ``(Q, H, P + G*T, D)``; ``key``/``value`` may have fewer
+    heads (grouped-query attention). A dense mask makes every query of ``Q x (P + G*T)`` meet
+    every key; here a slot meets ``P + T``: half the work and memory of a refine step's
+    attention at ``P = 300``, ``G = 8``, ``T = 48``. Without a ``layout`` (any other call of the
+    model: rollouts, prefills) the ``fallback`` implementation runs."""
+    if layout is None:
+        run = ALL_ATTENTION_FUNCTIONS[fallback]
+        return run(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                   **kwargs)  # fmt: skip
+    if dropout or kwargs.get("softcap") or kwargs.get("sliding_window") or "s_aux" in kwargs:
+        raise ValueError(
+            "grouped attention runs plain softmax attention without dropout, soft-capping, "
+            "sinks or sliding windows: set refine.shared_prompt=false"
+        )
+    real, group, width = layout
+    (questions, heads, _, dim), prompt = query.shape, real.shape[1]
+    scaling = dim**-0.5 if scaling is None else scaling
+    repeat = heads // key.shape[1]
+    key, value = repeat_kv(key, repeat), repeat_kv(value, repeat)
+    real = real.bool()[:, None, None, :]  # (Q, 1, 1, P)
+    eye = torch.eye(prompt, dtype=torch.bool, device=query.device)
+    causal = torch.ones(prompt, prompt, dtype=torch.bool, device=query.device).tril()
+    prompt_out = F.scaled_dot_product_attention(
+        query[:, :, :prompt], key[:, :, :prompt], value[:, :, :prompt],
+        attn_mask=(causal & real) | eye, scale=scaling,
+    )  # fmt: skip
+    slots = query[:, :, prompt:]  # (Q, H, G*T, D)
+    on_prompt = (slots @ key[:, :, :prompt].transpose(-1, -2)) * scaling  # (Q, H, G*T, P)
+    on_prompt = on_prompt.masked_fill(~real, float("-inf"))
+    shape = (questions, heads, group, width, dim)
+    own_keys, own_values = (x[:, :, prompt:].reshape(shape) for x in (key, value))
+    on_own = (slots.reshape(shape) @ own_keys.transpose(-1, -2)) * scaling  # (Q, H, G, T, T)
+    earlier = torch.ones(width, width, dtype=torch.bool, device=query.device).tril()
+    on_own = on_own.masked_fill(~earlier, float("-inf"))
+    scores = torch.cat([on_prompt.reshape(*shape[:-1], prompt), on_own], -1)
+    weights = scores.softmax(-1, dtype=torch.float32).to(value.dtype)
+    slot_out = (weights[..., :prompt].reshape(questions, heads, group * width, prompt)
+                @ value[:, :, :prompt]) + (weights[..., prompt:] @ own_values).reshape(
+        questions, heads, group * width, dim)  # fmt: skip
+    out = torch.cat([prompt_out, slot_out], 2)
+    return out.transpose(1, 2).contiguous(), None
+
+
+def use_grouped_attention(model) -> None:
+    """Let ``model``'s grouped forwards (:func:`completion_logits`) run
+    :func:`grouped_attention`; every other call keeps the implementation it had (the same
+    function, reached through a wrapper). Idempotent; the choice is not saved with the model.
+    Not for ``eager`` (its function lives in each model's module): its grouped forwards keep
+    the mask."""
+    config, base = model.config, model.config._attn_implementation
+    if config.is_encoder_decoder or base not in ALL_ATTENTION_FUNCTIONS or "grouped" in base:
+        return
+    name = f"grouped_{base}"
+    AttentionInterface.register(name, functools.partial(grouped_attention, fallback=base))
+    AttentionMaskInterface.register(name, ALL_MASK_ATTENTION_FUNCTIONS[base])
+    model.set_attn_implementation(name)
+
+
 def _causal_grouped(model, prompt_ids, prompt_mask, completion_ids, group, hidden):
     questions, width = prompt_ids.shape[0], completion_ids.shape[1]
     mask, positions, kept = grouped_layout(prompt_mask, group, width)
@@ -122,7 +203,8 @@ def _causal_grouped(model, prompt_ids, prompt_mask, completion_ids, group, hidde
     ids = torch.cat([prompt_ids, completion_ids.reshape(questions, group * width)], 1)
     unique = kept.flatten().unique()  # sorted: the shared last prompt position once
     out = model(input_ids=ids, attention_mask=mask, position_ids=positions,
-                output_hidden_states=hidden, logits_to_keep=unique, use_cache=False)  # fmt: skip
+                output_hidden_states=hidden, logits_to_keep=unique, use_cache=False,
+                layout=Layout(prompt_mask, group, width))  # fmt: skip
     where = torch.searchsorted(unique, kept)  # (G, T) into the kept logits
 
     def rows(x):  # (Q, K, D) at the kept positions -> (N, T, D), question-major
