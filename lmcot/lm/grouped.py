@@ -137,9 +137,10 @@ def grouped_attention(module, query, key, value, attention_mask, dropout: float 
     tokens (causal), then each slot over its prompt's real tokens and its own earlier ones,
     one softmax over both. ``query`` ``(Q, H, P + G*T, D)``; ``key``/``value`` may have fewer
     heads (grouped-query attention). A dense mask makes every query of ``Q x (P + G*T)`` meet
-    every key; here a slot meets ``P + T``: half the work and memory of a refine step's
-    attention at ``P = 300``, ``G = 8``, ``T = 48``. Without a ``layout`` (any other call of the
-    model: rollouts, prefills) the ``fallback`` implementation runs."""
+    every key; here a slot meets ``P + T`` (348 keys, not 684, at ``P = 300``, ``G = 8``,
+    ``T = 48``: the update 1.10x there, 1.05x at refine_dev's ~170-token prompts,
+    docs/performance.md). Without a ``layout`` (any other call of the model: rollouts,
+    prefills) the ``fallback`` implementation runs."""
     if layout is None:
         run = ALL_ATTENTION_FUNCTIONS[fallback]
         return run(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
