@@ -122,9 +122,11 @@ def grouped_layout(prompt_mask: torch.Tensor, group: int, width: int):
 
 
 class Layout(NamedTuple):
-    """What :func:`grouped_attention` needs of a ``prompt | slot 1 | ... | slot G`` sequence."""
+    """What :func:`grouped_attention` needs of a ``prompt | slot 1 | ... | slot G`` sequence,
+    read once a forward from :func:`grouped_layout`'s mask (not rebuilt in every layer)."""
 
-    prompt_mask: torch.Tensor  # (Q, P): the prompts' real tokens
+    prompt_attention: torch.Tensor  # (Q, 1, P, P) bool: what each prompt token sees
+    prompt_keys: torch.Tensor  # (Q, 1, 1, P) bool: the prompts' real tokens
     group: int
     width: int
 
@@ -150,17 +152,14 @@ def grouped_attention(module, query, key, value, attention_mask, dropout: float 
             "grouped attention runs plain softmax attention without dropout, soft-capping, "
             "sinks or sliding windows: set refine.shared_prompt=false"
         )
-    real, group, width = layout
-    (questions, heads, _, dim), prompt = query.shape, real.shape[1]
+    prompt_attention, real, group, width = layout
+    (questions, heads, _, dim), prompt = query.shape, real.shape[-1]
     scaling = dim**-0.5 if scaling is None else scaling
     repeat = heads // key.shape[1]
     key, value = repeat_kv(key, repeat), repeat_kv(value, repeat)
-    real = real.bool()[:, None, None, :]  # (Q, 1, 1, P)
-    eye = torch.eye(prompt, dtype=torch.bool, device=query.device)
-    causal = torch.ones(prompt, prompt, dtype=torch.bool, device=query.device).tril()
     prompt_out = F.scaled_dot_product_attention(
         query[:, :, :prompt], key[:, :, :prompt], value[:, :, :prompt],
-        attn_mask=(causal & real) | eye, scale=scaling,
+        attn_mask=prompt_attention, scale=scaling,
     )  # fmt: skip
     slots = query[:, :, prompt:]  # (Q, H, G*T, D)
     on_prompt = (slots @ key[:, :, :prompt].transpose(-1, -2)) * scaling  # (Q, H, G*T, P)
@@ -195,8 +194,10 @@ def use_grouped_attention(model) -> None:
 
 
 def _causal_grouped(model, prompt_ids, prompt_mask, completion_ids, group, hidden):
-    questions, width = prompt_ids.shape[0], completion_ids.shape[1]
+    (questions, length), width = prompt_ids.shape, completion_ids.shape[1]
     mask, positions, kept = grouped_layout(prompt_mask, group, width)
+    layout = Layout(mask[:, :, :length, :length].contiguous(),
+                    prompt_mask.bool()[:, None, None, :], group, width)  # fmt: skip
     if model.config._attn_implementation == "eager":  # eager adds the mask to the scores
         mask = torch.zeros(mask.shape, dtype=model.dtype, device=mask.device).masked_fill(
             ~mask, torch.finfo(model.dtype).min
@@ -205,7 +206,7 @@ def _causal_grouped(model, prompt_ids, prompt_mask, completion_ids, group, hidde
     unique = kept.flatten().unique()  # sorted: the shared last prompt position once
     out = model(input_ids=ids, attention_mask=mask, position_ids=positions,
                 output_hidden_states=hidden, logits_to_keep=unique, use_cache=False,
-                layout=Layout(prompt_mask, group, width))  # fmt: skip
+                layout=layout)  # fmt: skip
     where = torch.searchsorted(unique, kept)  # (G, T) into the kept logits
 
     def rows(x):  # (Q, K, D) at the kept positions -> (N, T, D), question-major
