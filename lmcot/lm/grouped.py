@@ -57,16 +57,20 @@ def completion_logits(model, prompt_ids, prompt_mask, completion_ids, hidden: bo
     return _causal_grouped(model, prompt_ids, prompt_mask, completion_ids, group, hidden)
 
 
-def _seq2seq(model, prompt_ids, prompt_mask, completion_ids, group, hidden, shared):
+def _decoder_ids(model, completion_ids):
+    """An encoder-decoder's decoder inputs for ``completion_ids``: the start token, shifted."""
     start = torch.full_like(completion_ids[:, :1], model.config.decoder_start_token_id)
-    decoder_ids = torch.cat([start, completion_ids[:, :-1]], 1)
+    return torch.cat([start, completion_ids[:, :-1]], 1)
+
+
+def _seq2seq(model, prompt_ids, prompt_mask, completion_ids, group, hidden, shared):
     if shared:
         states = model.get_encoder()(input_ids=prompt_ids, attention_mask=prompt_mask)[0]
         inputs = {"encoder_outputs": BaseModelOutput(states.repeat_interleave(group, 0))}
     else:
         inputs = {"input_ids": prompt_ids.repeat_interleave(group, 0)}
     out = model(**inputs, attention_mask=prompt_mask.repeat_interleave(group, 0),
-                decoder_input_ids=decoder_ids, output_hidden_states=hidden,
+                decoder_input_ids=_decoder_ids(model, completion_ids), output_hidden_states=hidden,
                 use_cache=False)  # fmt: skip
     return out.logits, out.decoder_hidden_states[-1] if hidden else None
 
@@ -233,9 +237,8 @@ def logits_after(model, states, prompt_ids, prompt_mask, completion_ids):
     part read from ``states`` (:func:`prompt_states` of the same model and prompts; kept as
     they are, so they serve the next call too)."""
     if model.config.is_encoder_decoder:
-        start = torch.full_like(completion_ids[:, :1], model.config.decoder_start_token_id)
         out = model(encoder_outputs=BaseModelOutput(states), attention_mask=prompt_mask,
-                    decoder_input_ids=torch.cat([start, completion_ids[:, :-1]], 1),
+                    decoder_input_ids=_decoder_ids(model, completion_ids),
                     use_cache=False)  # fmt: skip
         return out.logits
     ids = torch.cat([prompt_ids[:, -1:], completion_ids[:, :-1]], 1)
