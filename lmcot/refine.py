@@ -437,13 +437,20 @@ class RefineModule(pl.LightningModule):
         return out
 
     def log_step(self, scores, rewards, valid, kl, entropy, chosen, stats) -> None:
-        """TRL's metric names: rewards/<aspect>/mean|std, reward, kl, entropy, clip_ratio ..."""
-        metrics = {}
+        """TRL's metric names: rewards/<aspect>/mean|std, reward, kl, entropy, clip_ratio ...;
+        with groups, each spread within a question too (``group_std``): what the advantages see."""
+        metrics, k = {}, self.algorithm.group_size
         for aspect, values in scores.aspects.items():
             present = [v for v in values if v is not None]
             if present:
                 metrics[f"rewards/{aspect}/mean"] = statistics.fmean(present)
                 metrics[f"rewards/{aspect}/std"] = statistics.pstdev(present)
+            if k > 1 and (spreads := rl.group_stds(values, k)):
+                metrics[f"rewards/{aspect}/group_std"] = statistics.fmean(spreads)
+        kept = [r if v else None for r, v in zip(rewards.tolist(), valid.tolist())]
+        if k > 1 and (spreads := rl.group_stds(kept, k)):  # TRL's frac_reward_zero_std
+            metrics["reward_group_std"] = statistics.fmean(spreads)
+            metrics["frac_reward_zero_std"] = sum(s == 0 for s in spreads) / len(spreads)
         shaped = rewards[valid]
         metrics |= {
             "reward": shaped.mean().item() if len(shaped) else float("nan"),

@@ -7,6 +7,7 @@ follow TRL and the papers named in each docstring, so logged numbers mean the sa
 """
 
 import math
+import statistics
 
 import torch
 
@@ -156,6 +157,21 @@ def leave_one_out_advantages(
     baseline = (r.sum(1, keepdim=True) - r) / others
     alone = v.sum(1, keepdim=True) < 2
     return torch.where(alone, torch.zeros_like(r), (r - baseline) * v).view(-1)
+
+
+def group_stds(values: list[float | None], group_size: int) -> list[float]:
+    """Population std of each group's present values (``group_size`` consecutive samples per
+    question; ``None`` left out, groups with fewer than 2 present skipped): the spread a
+    group-relative advantage can learn from, which the batch's std mixes with the questions'.
+
+    >>> group_stds([1.0, 3.0, 2.0, 2.0, 5.0, None], 2)
+    [1.0, 0.0]
+    """
+    if len(values) % group_size:
+        raise ValueError(f"{len(values)} values do not split into groups of {group_size}")
+    groups = (values[i : i + group_size] for i in range(0, len(values), group_size))
+    present = ([v for v in g if v is not None] for g in groups)
+    return [statistics.pstdev(p) for p in present if len(p) > 1]
 
 
 def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor) -> float:

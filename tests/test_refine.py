@@ -386,6 +386,27 @@ def test_a_zero_kl_coefficient_runs_no_reference_and_trains_as_a_vanishing_one(
         assert torch.allclose(a, b, atol=1e-6), name
 
 
+def test_a_step_logs_each_rewards_spread_within_its_questions(cfg_factory, tmp_path):
+    """A reward that only tells questions apart varies over the batch and not within a group:
+    its group_std is 0 and every group has zero spread, while a per-sample reward's is not."""
+
+    def question_length(prompts, completions, **_):
+        return [float(len(p)) for p in prompts]
+
+    module, _ = build(cfg_factory, "tiny_llama", "grpo", uppercase_share, 1e-2,
+                      "refine.algorithm.group_size=4", batch_size=2)  # fmt: skip
+    scorers = {"question": question_length, "upper": uppercase_share}
+    module.reward = ShapedReward(RewardRegistry(scorers), mask_truncated=False)
+    logged = {}
+    module.log_dict = lambda metrics, **_: logged.update(metrics)
+    fit(module, 1, tmp_path)
+    assert logged["rewards/question/std"] > 0 and logged["rewards/question/group_std"] == 0
+    assert logged["rewards/upper/group_std"] > 0
+    # the shaped reward adds the two (in float32): a group's spread is the per-sample one's
+    assert logged["reward_group_std"] == pytest.approx(logged["rewards/upper/group_std"], rel=1e-4)
+    assert logged["frac_reward_zero_std"] == 0
+
+
 def test_beta_0_without_a_probe_says_that_nothing_measures_the_kl(cfg_factory, caplog):
     caplog.set_level(logging.INFO, logger="lmcot.refine")
     build(cfg_factory, "tiny_llama", "grpo", uppercase_share, 1e-2, "refine.algorithm.kl.coef=0")
