@@ -291,7 +291,10 @@ class RefineModule(pl.LightningModule):
         memory.recompute_in_eval(self.model)  # marks checkpointed layers only: none when off
         probe = self.logs.probe
         if probe.every and self.rl_step % probe.every == 0:
-            self.log_dict(self.probe_policy(), batch_size=probe.questions)
+            # to the loggers at this step alone: Lightning re-logs a step metric that was logged
+            # once in an epoch at every later step of it, so a probe every 4 steps drew a
+            # staircase of stale values in W&B (self.log's step axis is rl_step here)
+            loggers.log_safely(self.loggers, "log_metrics", self.probe_policy(), step=self.rl_step)
         rank = self.trainer.global_rank
         # the step's samples and minibatch shuffles, without moving the global RNG
         with seeded(self.rollouts.seed * 1_000_003 + self.rl_step * 1_009 + rank, self.device):

@@ -1,6 +1,7 @@
 """The refine stage on tiny real students: rollouts, learning a known optimum, the KL anchor,
 resume, the safety rails, and `train.py` end to end writing `lm_guided_rl` rows."""
 
+import csv
 import json
 import logging
 import math
@@ -16,6 +17,7 @@ import pytorch_lightning as pl
 import torch
 from conftest import REPO, TEST_MODEL_DIR
 from hydra.utils import instantiate
+from pytorch_lightning.loggers import CSVLogger
 from safetensors.torch import load_file
 
 from lmcot.algorithms import Batch
@@ -306,6 +308,22 @@ def test_the_probe_repeats_its_draws_and_sees_the_policy_leave_the_reference(
     assert texts[0] == texts[1] and again == first
     fit(module, 3, tmp_path)
     assert module.probe_policy()["probe/kl"] > 1e-4
+
+
+def test_the_probe_is_logged_at_the_steps_it_ran_and_at_no_other(cfg_factory, tmp_path):
+    """Lightning repeats a step metric logged once in an epoch at every later step of it; the
+    probe's curve must show its values only where the probe ran."""
+    module, _ = build(cfg_factory, "tiny_llama", "grpo", uppercase_share, 1e-2, batch_size=2,
+                      probe=Probe(every=2, questions=2))  # fmt: skip
+    trainer = pl.Trainer(max_epochs=1, accelerator="cpu", logger=CSVLogger(tmp_path),
+                         log_every_n_steps=1, enable_progress_bar=False,
+                         enable_checkpointing=False, num_sanity_val_steps=0)  # fmt: skip
+    trainer.fit(module, dataloaders(3, [])[0])
+    trainer.logger.save()
+    with open(trainer.logger.experiment.metrics_file_path) as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["step"]) for r in rows if r["probe/kl"]] == [0, 2]
+    assert sorted(int(r["step"]) for r in rows if r["reward"]) == [0, 1, 2]
 
 
 @pytest.mark.parametrize("student", ["tiny_llama", "tiny_t5"])
